@@ -1,0 +1,1 @@
+"""offload: background jobs, events, schedules and results for Python."""

@@ -1,0 +1,66 @@
+"""The backends every conformance test runs against, and how to reach each.
+
+A backend whose server is missing is skipped locally with the reason, and fails when
+``OFFLOAD_REQUIRE_SERVICES=1`` (as CI sets it): a backend test must never turn green by
+not running.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+RUN_ID = uuid.uuid4().hex[:10]
+REDIS_URL = os.environ.get("OFFLOAD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("OFFLOAD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def services_required() -> bool:
+    return os.environ.get("OFFLOAD_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip (on a laptop) or fail (in CI) a test whose service cannot be reached."""
+    if services_required():
+        pytest.fail(f"{reason}; OFFLOAD_REQUIRE_SERVICES=1 requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    make_url: Callable[[Path, str], str]
+    check: Callable[[], Awaitable[str | None]]
+    cleanup: Callable[[str], Awaitable[None]]
+
+
+async def _always() -> str | None:
+    return None
+
+
+async def _nothing(url: str) -> None:
+    return None
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend("memory", lambda tmp, uid: "memory://", _always, _nothing),
+    "sqlite": Backend(
+        "sqlite", lambda tmp, uid: f"sqlite:///{tmp / f'offload-{uid}.db'}", _always, _nothing
+    ),
+}
+
+
+def backend_names(*, shared_only: bool = False) -> list[str]:
+    """Backends to parametrise over (``shared_only``: those several processes can share)."""
+    names = list(BACKENDS)
+    if shared_only:
+        names.remove("memory")
+    return names

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from offload.brokers import Broker, open_broker
+from offload.clock import FakeClock
+from tests.backends import BACKENDS, backend_names, unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def make_broker(name: str, tmp_path: Path, clock: object) -> AsyncIterator[Broker]:
+    backend = BACKENDS[name]
+    reason = await backend.check()
+    if reason:
+        unavailable(reason)
+    url = backend.make_url(tmp_path, uuid.uuid4().hex[:10])
+    broker = open_broker(url, clock=clock)  # type: ignore[arg-type]
+    await broker.open()
+    try:
+        yield broker
+    finally:
+        await broker.close()
+        await backend.cleanup(url)
+
+
+@pytest.fixture(params=backend_names())
+async def broker(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Broker]:
+    """An open broker of each backend, driven by a fake clock."""
+    async for b in make_broker(request.param, tmp_path, clock):
+        yield b
+
+
+@pytest.fixture
+def backend_name(broker: Broker) -> str:
+    return broker.capabilities.name
