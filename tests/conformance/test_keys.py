@@ -125,3 +125,10 @@ async def test_bound_holds_under_concurrent_producers(broker: Broker) -> None:
     assert queued == 100
     [stats] = await broker.stats(["q"])
     assert stats.counts.pending == 100
+
+
+async def test_keys_and_dedupe_keys_are_scoped_to_their_queue(broker: Broker) -> None:
+    await put(broker, queue="a", key="K", dedupe_key="D")
+    await put(broker, queue="b", key="K", dedupe_key="D")
+    got = await broker.claim(["a", "b"], "w", 10, 30)
+    assert sorted(d.queue for d in got) == ["a", "b"]

@@ -21,11 +21,13 @@ a backend does each batch in one round trip or transaction. The single-item help
 
 Key semantics every backend keeps (``tests/conformance`` states each as a test):
 
-* **Keys.** A job with ``key`` shares a slot pool of size ``key_limit`` with the other
-  unfinished jobs of that key. When the pool is full the job enters ``blocked`` and waits
-  in enqueue order; when a job of the key ends (succeeded, dead or cancelled) the oldest
-  blocked one moves on. A job waiting for its retry keeps its slot, so with
-  ``key_limit=1`` jobs of one key run one at a time, strictly in enqueue order.
+* **Keys.** Keys and dedupe keys are scoped to their queue (so everything one queue
+  needs lives together: one Redis Cluster slot, one index). A job with ``key`` shares a
+  slot pool of size ``key_limit`` with the other unfinished jobs of that key. When the
+  pool is full the job enters ``blocked`` and waits in enqueue order; when a job of the
+  key ends (succeeded, dead or cancelled) the oldest blocked one moves on. A job waiting
+  for its retry keeps its slot, so with ``key_limit=1`` jobs of one key run one at a
+  time, strictly in enqueue order.
 * **Fencing.** ``claim`` gives each delivery a fresh ``lease_token``. ``extend`` and
   every settlement succeed only while the job is running under that token *and* the lease
   has not expired; otherwise they change nothing and report ``False`` / ``lost``.
@@ -33,8 +35,8 @@ Key semantics every backend keeps (``tests/conformance`` states each as a test):
   ``queued``; after ``max_recoveries`` such recoveries a job goes to ``dead`` with reason
   ``lease_expired`` so a job that kills its worker cannot do so forever.
 * **Attempts.** ``claim`` counts an attempt; ``release`` gives it back.
-* **Dedupe.** A ``dedupe_key`` is unique among unfinished jobs; a job ``id`` is unique
-  while the record exists (until pruned after its TTL). Either collision returns
+* **Dedupe.** A ``dedupe_key`` is unique among the queue's unfinished jobs; a job ``id``
+  is unique while the record exists (until pruned after its TTL). Either collision returns
   ``duplicate`` with the existing id.
 * **Bounds.** ``max_depth`` on a request bounds the queue's pending jobs (scheduled,
   queued, blocked, retrying); the check and the insert are one atomic step.
@@ -418,7 +420,7 @@ class GroupSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     Deliveries for the group are ordinary jobs in the queue :func:`group_queue`
     ``(topic, group)`` with ``kind="event"``; an event's key becomes the job key, scoped
-    to the group, so order per key holds within each group.
+    to the group (keys are per queue), so order per key holds within each group.
     """
 
     topic: str

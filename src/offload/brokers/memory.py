@@ -129,8 +129,8 @@ class MemoryBroker(BrokerBase):
         self._delayed: list[tuple[float, int, int, str]] = []
         self._leases: list[tuple[float, int, str]] = []
         self._expiring: list[tuple[float, str]] = []
-        self._keys: dict[str, _Key] = {}
-        self._dedupe: dict[str, str] = {}
+        self._keys: dict[tuple[str, str], _Key] = {}
+        self._dedupe: dict[tuple[str, str], str] = {}
         self._counts: dict[str, dict[JobState, int]] = {}
         self._counters: dict[tuple[str, str], Counters] = {}
         self._topics: dict[str, _Topic] = {}
@@ -194,7 +194,7 @@ class MemoryBroker(BrokerBase):
         if req.id in self._jobs:
             return EnqueueOutcome("duplicate", req.id)
         if req.dedupe_key is not None:
-            holder = self._dedupe.get(req.dedupe_key)
+            holder = self._dedupe.get((req.queue, req.dedupe_key))
             if holder is not None:
                 return EnqueueOutcome("duplicate", holder)
         if bounded and req.max_depth is not None:
@@ -230,13 +230,13 @@ class MemoryBroker(BrokerBase):
         counts = self._counts.setdefault(job.queue, dict.fromkeys(JobState, 0))
         counts[job.state] += 1
         if job.dedupe_key is not None:
-            self._dedupe[job.dedupe_key] = job.id
+            self._dedupe[job.queue, job.dedupe_key] = job.id
         c = self._counter(job)
         c.enqueued += 1
         c.in_system += 1
         c.in_system_enq_s += job.enqueued_at - STATS_EPOCH
         if job.key is not None:
-            slot = self._keys.setdefault(job.key, _Key())
+            slot = self._keys.setdefault((job.queue, job.key), _Key())
             if slot.active >= job.key_limit or slot.blocked:
                 slot.blocked.append(job.id)
                 self._move(job, JobState.BLOCKED)
@@ -438,15 +438,16 @@ class MemoryBroker(BrokerBase):
             c.dead += 1
         else:
             c.cancelled += 1
-        if job.dedupe_key is not None and self._dedupe.get(job.dedupe_key) == job.id:
-            del self._dedupe[job.dedupe_key]
+        dedupe = (job.queue, job.dedupe_key or "")
+        if job.dedupe_key is not None and self._dedupe.get(dedupe) == job.id:
+            del self._dedupe[dedupe]
         if job.key is not None:
             self._free_key(job, held_slot, now)
         self._move(job, state)
 
     def _free_key(self, job: _Job, held_slot: bool, now: float) -> None:
         assert job.key is not None
-        slot = self._keys.get(job.key)
+        slot = self._keys.get((job.queue, job.key))
         if slot is None:
             return
         if held_slot:
@@ -461,7 +462,7 @@ class MemoryBroker(BrokerBase):
             slot.active += 1
             self._place(nxt, now)
         if slot.active == 0 and not slot.blocked:
-            del self._keys[job.key]
+            del self._keys[job.queue, job.key]
 
     # ------------------------------------------------------------------ maintenance
 
@@ -606,7 +607,7 @@ class MemoryBroker(BrokerBase):
             kind="event",
             payload=event.payload,
             enqueued_at=enqueued_at,
-            key=f"{queue}#{event.key}" if event.key is not None else None,
+            key=event.key,
             max_attempts=g.max_attempts,
             max_recoveries=g.max_recoveries,
             result_ttl_s=g.result_ttl_s,
@@ -837,7 +838,7 @@ class MemoryBroker(BrokerBase):
         job.result = None
         job.enqueued_at = job.run_at = job.due_at = now
         job.seq = next(self._seq)
-        if job.dedupe_key is not None and job.dedupe_key in self._dedupe:
+        if job.dedupe_key is not None and (job.queue, job.dedupe_key) in self._dedupe:
             job.dedupe_key = None  # another unfinished job holds it now
 
     async def delete(self, job_ids: Sequence[str]) -> int:
