@@ -151,3 +151,23 @@ async def test_event_deliveries_retry_and_die_like_jobs(broker: Broker) -> None:
     assert await broker.bury(d, err())
     rec = await broker.get_job(d.job_id)
     assert rec is not None and rec.state is JobState.DEAD
+
+
+async def test_group_keys_override_the_event_key_per_group(broker: Broker) -> None:
+    await setup_topic(broker, "by_order", "by_customer")
+    events = [
+        EventRequest(
+            id=f"e{i}",
+            payload=f"event-{i}".encode(),
+            published_at=broker.clock.now(),  # type: ignore[attr-defined]
+            key=f"order-{i}",
+            group_keys={"by_customer": "customer-1"},
+        )
+        for i in range(3)
+    ]
+    await broker.publish("orders", events)
+    by_order = await broker.claim([group_queue("orders", "by_order")], "w", 10, 30)
+    assert len(by_order) == 3, "distinct order keys run in parallel"
+    by_customer = await broker.claim([group_queue("orders", "by_customer")], "w", 10, 30)
+    assert [d.payload for d in by_customer] == [b"event-0"], "one customer: one at a time"
+    assert [d.key for d in by_customer] == ["customer-1"]

@@ -433,12 +433,17 @@ class GroupSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EventRequest(msgspec.Struct, kw_only=True):
-    """One event to append to a topic."""
+    """One event to append to a topic.
+
+    ``key`` orders the event's deliveries in every group; ``group_keys`` overrides it for
+    the groups named (a subscriber may order by its own key, e.g. the customer id).
+    """
 
     id: str
     payload: bytes
     published_at: float
     key: str | None = None
+    group_keys: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class GroupInfo(msgspec.Struct, kw_only=True):

@@ -607,7 +607,7 @@ class MemoryBroker(BrokerBase):
             kind="event",
             payload=event.payload,
             enqueued_at=enqueued_at,
-            key=event.key,
+            key=event.group_keys.get(g.group, event.key),
             max_attempts=g.max_attempts,
             max_recoveries=g.max_recoveries,
             result_ttl_s=g.result_ttl_s,
