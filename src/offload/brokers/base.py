@@ -535,6 +535,18 @@ class QueueOps(Protocol):
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         """Record outcomes; each is ``False`` (and changes nothing) if its lease is gone."""
 
+    async def ack(self, delivery: Delivery, result: bytes | None = None) -> bool:
+        """Settle one delivery as succeeded (a batch of one)."""
+
+    async def retry(self, delivery: Delivery, delay_s: float, error: ErrorRecord) -> bool:
+        """Settle one failed attempt for a later retry (a batch of one)."""
+
+    async def bury(self, delivery: Delivery, error: ErrorRecord) -> bool:
+        """Settle one delivery into the dead-letter store (a batch of one)."""
+
+    async def release(self, delivery: Delivery, delay_s: float = 0.0) -> bool:
+        """Give one delivery back without counting its attempt (a batch of one)."""
+
     async def recover_expired(self, limit: int = 1000) -> int:
         """Return expired leases to ``queued`` (or ``dead``); safe to run anywhere."""
 
@@ -553,6 +565,9 @@ class QueueOps(Protocol):
 
 class ResultOps(Protocol):
     """Reading job records and waiting for results."""
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The record of one job, or ``None`` (a batch of one of ``get_jobs``)."""
 
     async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         """The records of these jobs, ``None`` for unknown ids."""

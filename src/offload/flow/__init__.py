@@ -1,0 +1,1 @@
+"""Back pressure and limits: bounded queues, rate and concurrency limits."""

@@ -1,0 +1,1 @@
+"""Measurements: Little's-Law analytics and Prometheus metrics."""

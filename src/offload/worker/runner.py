@@ -1,0 +1,345 @@
+"""Running one delivery, in named steps: decode, resolve, bind, limit, execute, settle.
+
+Each step either hands its result to the next or returns the settlement that ends the
+delivery (a poison message is buried with its reason; nothing here raises past
+:meth:`Runner.run` except the cancellation of a lost lease, which settles nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from offload.brokers.base import (
+    Ack,
+    Broker,
+    Bury,
+    Delivery,
+    EnqueueRequest,
+    ErrorRecord,
+    MarkCancelled,
+    Release,
+    RetryLater,
+    Settlement,
+)
+from offload.context import JobContext, reset_current, set_current
+from offload.errors import Cancel, DecodeError, Retry, UnknownTask
+from offload.message.codecs import codec_for_payload
+from offload.message.envelope import Envelope, decode_envelope
+from offload.retry import RetryPolicy
+from offload.specs import BindError, Registry, SubscriberSpec, TaskSpec
+from offload.worker.executors import (
+    ProcessCrashed,
+    ProcessPool,
+    RemoteError,
+    ThreadPool,
+    run_in_context,
+)
+
+if TYPE_CHECKING:
+    from offload.clock import Clock
+    from offload.message.codecs import Codec
+
+__all__ = ["Runner", "StopReason"]
+
+log = logging.getLogger("offload.worker")
+
+StopReason = Literal["lease_lost", "cancel_requested", "shutdown"]
+MAX_TRACEBACK = 16_000
+MAX_MESSAGE = 4_000
+
+FollowUps = Callable[[Envelope, Any, Literal["success", "failure"]], list[EnqueueRequest]]
+
+
+@dataclass(slots=True)
+class _Target:
+    """What a delivery runs: a task, or a subscriber's handler."""
+
+    fn: Callable[..., Any]
+    executor: str
+    timeout_s: float | None
+    retry: RetryPolicy
+    retry_on: tuple[type[BaseException], ...]
+    spec: TaskSpec | SubscriberSpec
+
+
+class _Settled(Exception):
+    """Internal: a step ended the delivery with this settlement."""
+
+    def __init__(self, settlement: Settlement) -> None:
+        self.settlement = settlement
+
+
+class Runner:
+    """Turns a delivery into a settlement by running its task."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        broker: Broker,
+        codec: Codec,
+        clock: Clock,
+        worker_id: str,
+        threads: ThreadPool,
+        processes: Callable[[], ProcessPool],
+        progress: Callable[[str, float, str | None], None],
+        follow_ups: FollowUps | None = None,
+    ) -> None:
+        self.registry = registry
+        self.broker = broker
+        self.codec = codec
+        self.clock = clock
+        self.worker_id = worker_id
+        self.threads = threads
+        self._processes = processes
+        self._progress = progress
+        self._follow_ups = follow_ups
+        self.stop_reasons: dict[str, StopReason] = {}
+        self.contexts: dict[str, JobContext] = {}
+
+    async def run(self, d: Delivery) -> Settlement | None:
+        """Run one delivery; return its settlement, or ``None`` if its lease was lost."""
+        try:
+            env = self._decode(d)
+            target = self._resolve(d, env)
+            args, kwargs = self._bind(d, env, target)
+            await self._check_rate(d, env, target)
+            return await self._execute(d, env, target, args, kwargs)
+        except _Settled as done:
+            return done.settlement
+        finally:
+            self.stop_reasons.pop(d.job_id, None)
+            self.contexts.pop(d.job_id, None)
+
+    # ------------------------------------------------------------------ steps
+
+    def _decode(self, d: Delivery) -> Envelope:
+        try:
+            return decode_envelope(d.payload)
+        except DecodeError as exc:
+            raise _Settled(self._bury(d, "decode_error", exc)) from None
+
+    def _resolve(self, d: Delivery, env: Envelope) -> _Target:
+        if d.kind == "event":
+            sub = self.registry.subscribers.get(d.queue)
+            if sub is not None:
+                return _Target(
+                    sub.fn,
+                    sub.executor,
+                    env.timeout_s or sub.timeout_s,
+                    sub.retry,
+                    sub.retry_on,
+                    sub,
+                )
+            known = list(self.registry.subscribers)
+        else:
+            spec = self.registry.tasks.get(env.name)
+            if spec is not None:
+                timeout = env.timeout_s if env.timeout_s is not None else spec.timeout_s
+                return _Target(spec.fn, spec.executor, timeout, spec.retry, spec.retry_on, spec)
+            known = list(self.registry.tasks)
+        error = UnknownTask(env.name if d.kind == "job" else d.queue, known)
+        raise _Settled(self._bury(d, "unknown_task", error))
+
+    def _bind(
+        self, d: Delivery, env: Envelope, target: _Target
+    ) -> tuple[list[Any], dict[str, Any]]:
+        spec = target.spec
+        try:
+            if isinstance(spec, SubscriberSpec):
+                return [self._event_body(env, spec)], {}
+            return spec.binder.bind(env.args, env.kwargs)
+        except BindError as exc:
+            reason = "bad_event" if isinstance(spec, SubscriberSpec) else "bad_arguments"
+            raise _Settled(self._bury(d, reason, exc)) from None
+
+    @staticmethod
+    def _event_body(env: Envelope, spec: SubscriberSpec) -> Any:
+        if len(env.args) != 1:
+            raise BindError(f"an event carries exactly one body, got {len(env.args)} values")
+        body = env.args[0]
+        if spec.event_type is None:
+            return body
+        try:
+            return msgspec.convert(body, spec.event_type, strict=False)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise BindError(f"event does not match {spec.event_type!r}: {exc}") from exc
+
+    async def _check_rate(self, d: Delivery, env: Envelope, target: _Target) -> None:
+        spec = target.spec
+        if not isinstance(spec, TaskSpec) or spec.rate is None:
+            return
+        bucket = f"rate:{spec.name}"
+        if spec.rate_per_key and env.key is not None:
+            bucket += f":{env.key}"
+        wait = await self.broker.take_tokens(bucket, spec.rate.per_s, spec.rate.burst)
+        if wait > 0:
+            raise _Settled(Release(d, delay_s=wait))
+
+    async def _execute(
+        self, d: Delivery, env: Envelope, target: _Target, args: list[Any], kwargs: dict[str, Any]
+    ) -> Settlement | None:
+        ctx = JobContext(
+            id=d.job_id,
+            name=env.name,
+            queue=d.queue,
+            attempt=d.attempts - d.recoveries,
+            max_attempts=d.max_attempts,
+            enqueued_at=env.enqueued_at,
+            headers=env.headers,
+            key=env.key,
+            _sink=self._progress,
+        )
+        self.contexts[d.job_id] = ctx
+        try:
+            value = await self._call(target, args, kwargs, ctx)
+        except asyncio.CancelledError:
+            return self._stopped(d)
+        except Exception as exc:
+            return self._failed(d, env, target, exc)
+        return self._succeeded(d, env, value)
+
+    async def _call(
+        self, target: _Target, args: list[Any], kwargs: dict[str, Any], ctx: JobContext
+    ) -> Any:
+        if target.executor == "async":
+            token = set_current(ctx)
+            try:
+                async with asyncio.timeout(target.timeout_s):
+                    return await target.fn(*args, **kwargs)
+            finally:
+                reset_current(token)
+        if target.executor == "process":
+            return await self._processes().run(target.fn, args, kwargs, ctx, target.timeout_s)
+        fut = self.threads.submit(run_in_context(ctx, target.fn, args, kwargs))
+        try:
+            return await asyncio.wait_for(fut, target.timeout_s)
+        except TimeoutError:
+            log.warning(
+                "sync task %r passed its time limit of %ss; its thread cannot be killed and "
+                "keeps running in the background (use executor='process' for hard limits)",
+                ctx.name,
+                target.timeout_s,
+                extra={"action": "thread_timeout", "job_id": ctx.id, "task": ctx.name},
+            )
+            raise
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _succeeded(self, d: Delivery, env: Envelope, value: Any) -> Settlement:
+        try:
+            # The producer reads the result with its own codec: the one its job came in.
+            codec = codec_for_payload(d.payload)
+            result = None if value is None else codec.encode(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return self._bury(d, "result_not_serializable", exc, env)
+        follow = self._follow_ups(env, value, "success") if self._follow_ups else []
+        return Ack(d, result, follow)
+
+    def _failed(self, d: Delivery, env: Envelope, target: _Target, exc: Exception) -> Settlement:
+        if isinstance(exc, Cancel):
+            return MarkCancelled(d, self._error(d, "cancelled", exc))
+        reason = _reason(exc)
+        failures = d.attempts - d.recoveries
+        retryable = isinstance(exc, Retry) or isinstance(exc, target.retry_on)
+        if retryable and failures < d.max_attempts:
+            delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
+            if delay is None:
+                delay = target.retry.delay(failures)
+            log.info(
+                "job %s (%s) attempt %d failed with %s; retrying in %.1fs",
+                d.job_id,
+                env.name,
+                failures,
+                type(exc).__name__,
+                delay,
+                extra=_extra("job_retried", d, env),
+            )
+            return RetryLater(d, delay, self._error(d, reason, exc))
+        log.warning(
+            "job %s (%s) failed after %d attempt(s): %s: %s",
+            d.job_id,
+            env.name,
+            failures,
+            type(exc).__name__,
+            exc,
+            extra=_extra("job_dead", d, env),
+        )
+        return self._bury(d, reason, exc, env)
+
+    def internal_error(self, d: Delivery, exc: BaseException) -> Settlement:
+        """The settlement for a bug in offload itself: a failed attempt, retried with
+        backoff and then dead-lettered, so it can never loop hot."""
+        error = self._error(d, "internal_error", exc)
+        failures = d.attempts - d.recoveries
+        if failures < d.max_attempts:
+            return RetryLater(d, RetryPolicy().delay(failures), error)
+        return Bury(d, error)
+
+    def _stopped(self, d: Delivery) -> Settlement | None:
+        why = self.stop_reasons.get(d.job_id, "shutdown")
+        if why == "lease_lost":
+            return None  # another worker owns it now; any settlement would be refused
+        if why == "cancel_requested":
+            return MarkCancelled(
+                d,
+                ErrorRecord(
+                    reason="cancelled",
+                    message="cancel requested",
+                    attempt=d.attempts,
+                    at=self.clock.now(),
+                    worker_id=self.worker_id,
+                ),
+            )
+        return Release(d)
+
+    def _bury(
+        self, d: Delivery, reason: str, exc: BaseException, env: Envelope | None = None
+    ) -> Bury:
+        if env is None:
+            log.warning(
+                "job %s dead-lettered (%s): %s",
+                d.job_id,
+                reason,
+                exc,
+                extra={"action": "job_dead", "job_id": d.job_id, "task": d.name, "reason": reason},
+            )
+        follow = self._follow_ups(env, d.job_id, "failure") if env and self._follow_ups else []
+        return Bury(d, self._error(d, reason, exc), follow)
+
+    def _error(self, d: Delivery, reason: str, exc: BaseException) -> ErrorRecord:
+        if isinstance(exc, RemoteError):
+            type_name, message, tb = exc.type_name, exc.message, exc.remote_traceback
+        else:
+            type_name = type(exc).__qualname__
+            message = str(exc)
+            tb = "".join(traceback.format_exception(exc))
+        return ErrorRecord(
+            reason=reason,
+            type=type_name,
+            message=message[:MAX_MESSAGE],
+            traceback=tb[-MAX_TRACEBACK:],
+            attempt=d.attempts,
+            at=self.clock.now(),
+            worker_id=self.worker_id,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ProcessCrashed):
+        return "process_crashed"
+    if isinstance(exc, Retry):
+        return "retry_requested"
+    return "exception"
+
+
+def _extra(action: str, d: Delivery, env: Envelope) -> dict[str, Any]:
+    return {"action": action, "job_id": d.job_id, "task": env.name, "attempt": d.attempts}
