@@ -1,0 +1,1 @@
+"""The demo: what offload does, shown live."""
