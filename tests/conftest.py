@@ -46,3 +46,19 @@ async def broker(
 @pytest.fixture
 def backend_name(broker: Broker) -> str:
     return broker.capabilities.name
+
+
+@pytest.fixture(params=backend_names())
+async def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A broker URL of each backend, cleaned up after the test (real clock)."""
+    backend = BACKENDS[request.param]
+    reason = await backend.check()
+    if reason:
+        unavailable(reason)
+    url = backend.make_url(tmp_path, uuid.uuid4().hex[:10])
+    if url == "memory://":
+        url = f"memory://{uuid.uuid4().hex[:8]}"
+    try:
+        yield url
+    finally:
+        await backend.cleanup(url)
