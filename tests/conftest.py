@@ -62,3 +62,24 @@ async def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield url
     finally:
         await backend.cleanup(url)
+
+
+@pytest.fixture
+def app_url_for(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A factory: a fresh URL of the named backend, cleaned up after the test (sync tests)."""
+    import asyncio
+
+    made: list[tuple[str, str]] = []
+
+    def make(name: str) -> str:
+        backend = BACKENDS[name]
+        reason = asyncio.run(backend.check())
+        if reason:
+            unavailable(reason)
+        url = backend.make_url(tmp_path, uuid.uuid4().hex[:10])
+        made.append((name, url))
+        return url
+
+    yield make
+    for name, url in made:
+        asyncio.run(BACKENDS[name].cleanup(url))
