@@ -64,3 +64,50 @@ def backend_names(*, shared_only: bool = False) -> list[str]:
     if shared_only:
         names.remove("memory")
     return names
+
+
+# ------------------------------------------------------------------------- redis
+
+
+def redis_url(uid: str) -> str:
+    """A URL whose key prefix is private to this run and this test."""
+    return f"{REDIS_URL.partition('?')[0]}?prefix=offload-test:{RUN_ID}:{uid}"
+
+
+async def redis_check() -> str | None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        return (
+            f"Redis at {REDIS_URL} did not answer PING ({exc}); "
+            "start redis-server or set OFFLOAD_TEST_REDIS"
+        )
+    finally:
+        await client.aclose()
+    return None
+
+
+async def redis_cleanup(url: str) -> None:
+    """Delete every key under the test's prefix (SCAN, never FLUSHDB: the server is shared)."""
+    import redis.asyncio as aioredis
+
+    prefix = url.rpartition("prefix=")[2]
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        batch = []
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+BACKENDS["redis"] = Backend("redis", lambda tmp, uid: redis_url(uid), redis_check, redis_cleanup)

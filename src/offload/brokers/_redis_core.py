@@ -1,0 +1,152 @@
+"""The Redis broker's base: connection, lifecycle and how scripts are called."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions as rex
+
+from offload.brokers._redis_support import Boundary, Keys, load_scripts, make_client, parse_url
+from offload.brokers.base import BrokerBase, Capabilities
+from offload.clock import Clock, system_clock
+from offload.errors import BrokerError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from redis.asyncio.client import Pipeline
+
+__all__ = ["RedisCore"]
+
+log = logging.getLogger("offload.brokers.redis")
+
+#: Registrations in the queue and topic registries are re-sent this often (seconds), so
+#: a registry lost with a server's data is rebuilt by the next enqueue.
+REGISTER_EVERY_S = 60.0
+MIN_SERVER = (6, 2)
+
+Call = tuple[str, list[str], list[Any]]
+
+
+class RedisCore(BrokerBase):
+    """Connection, lifecycle and script calls shared by the Redis broker's operations."""
+
+    def __init__(self, url: str, *, clock: Clock = system_clock) -> None:
+        self.url = url
+        self.clock = clock
+        self.capabilities = Capabilities(
+            name="redis", durable=True, shared=True, push_wakeups=True, multi_machine=True
+        )
+        self.settings = parse_url(url)
+        self._prefix = self.settings.prefix
+        self._keys = Keys(self._prefix)
+        self._boundary = Boundary(url, self._prefix)
+        self._client = make_client(self.settings)
+        self._scripts = load_scripts(self._client)
+        self._registered: dict[str, float] = {}
+        self._opened = False
+        self._turn = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Check the server (reachable, Redis >= 6.2) and load the scripts. Idempotent."""
+        if self._opened:
+            return
+        with self._boundary:
+            info = await self._client.info("server")
+            version = tuple(int(x) for x in str(info.get("redis_version", "0.0")).split(".")[:2])
+            if version < MIN_SERVER:
+                raise BrokerError(
+                    f"offload needs Redis 6.2 or newer; {self._boundary.where} runs "
+                    f"{info.get('redis_version')}. Upgrade the server."
+                )
+            pipe = self._client.pipeline(transaction=False)
+            for script in self._scripts.values():
+                pipe.script_load(script.script)
+            await pipe.execute()
+            await self._warn_if_not_durable()
+        self._opened = True
+
+    async def _warn_if_not_durable(self) -> None:
+        try:
+            persistence = await self._client.info("persistence")
+        except rex.ResponseError:  # INFO may be forbidden by an ACL: nothing to say then
+            return
+        if not int(persistence.get("aof_enabled", 0)):
+            log.warning(
+                "Redis at %s runs without the append-only file: acknowledged jobs are lost "
+                "if the server restarts. Set appendonly yes (appendfsync everysec or always).",
+                self._boundary.where,
+            )
+
+    async def close(self) -> None:
+        """Close the connections. Idempotent."""
+        self._opened = False
+        with self._boundary:
+            await self._client.aclose()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _now(self) -> tuple[float, str]:
+        now = self.clock.now()
+        return now, repr(now)
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call (redis-py loads the script again on NOSCRIPT)."""
+        with self._boundary:
+            return await self._scripts[name](keys=keys, args=args)
+
+    async def _run_many(
+        self, calls: list[Call], extra: Iterable[tuple[Any, ...]] = ()
+    ) -> list[Any]:
+        """Script calls plus plain commands in one round trip; results in order."""
+        commands = list(extra)
+        if len(calls) == 1 and not commands:
+            return [await self._run(*calls[0])]
+        with self._boundary:
+            pipe: Pipeline = self._client.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            for command in commands:
+                pipe.execute_command(*command)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except BaseException:
+                self._registered.clear()  # the registrations may not have been sent
+                raise
+            for i, (name, keys, args) in enumerate(calls):
+                if isinstance(results[i], rex.NoScriptError):
+                    results[i] = await self._scripts[name](keys=keys, args=args)
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
+        return results
+
+    def _registrations(self, registry: str, names: Iterable[str]) -> list[tuple[Any, ...]]:
+        """SADD commands for registry members not (re)sent within REGISTER_EVERY_S."""
+        now = time.monotonic()
+        fresh = []
+        for name in names:
+            key = f"{registry}\0{name}"
+            if now - self._registered.get(key, -REGISTER_EVERY_S) >= REGISTER_EVERY_S:
+                self._registered[key] = now
+                fresh.append(name)
+        return [("SADD", registry, *fresh)] if fresh else []
+
+    async def _commands(self, *commands: tuple[Any, ...], atomic: bool = False) -> list[Any]:
+        """Plain commands in one round trip (MULTI/EXEC if ``atomic``); raw replies."""
+        with self._boundary:
+            pipe: Pipeline = self._client.pipeline(transaction=atomic)
+            for command in commands:
+                pipe.execute_command(*command)
+            return await pipe.execute()
+
+    async def _block(self, keys: list[str], timeout_s: float) -> bool:
+        """Wait on wake-up lists (BLPOP) for at most one slice; True if woken."""
+        timeout = max(0.01, min(timeout_s, self.settings.block_slice_s))
+        with self._boundary:
+            woken = await self._client.execute_command("BLPOP", *keys, timeout)  # type: ignore[no-untyped-call]
+        return woken is not None

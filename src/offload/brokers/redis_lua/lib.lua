@@ -1,0 +1,355 @@
+-- lib.lua: helpers shared by the offload scripts. Not a script of its own: the broker
+-- prepends it to each script body before registering it, so every script starts with
+--   ARGV[1] = key prefix P      ARGV[2] = now (the broker's clock, Unix seconds)
+--
+-- Keys (t = hash tag of a queue: the part after its last '@', so every `group@topic`
+-- queue shares its topic's slot; Q = P:{t}:q:<byte length of queue>:<queue>:):
+--   P:id:<id>       STRING id -> queue: the id index (the one cross-slot key)
+--   P:{t}:j:<id>    HASH   the job record (field names: FIELDS in _redis_codec.py)
+--   P:{t}:n:<id>    LIST   "finished" notice for wait_job, 60 s TTL
+--   Q ready         ZSET   '%012x'(seq)..id -> (1000 - priority) * 2^42 + run_at in ms
+--   Q delayed       ZSET   id -> run_at                 (scheduled, retrying)
+--   Q running       ZSET   id -> lease_expires
+--   Q pend          ZSET   id -> enqueued_at            (every pending job)
+--   Q all           ZSET   id -> seq                    (every stored job; listings)
+--   Q expiring      ZSET   <state letter>..id -> expires_at   (final jobs; prune)
+--   Q done          ZSET   id -> finished_at            (succeeded and dead; timings)
+--   Q counts        HASH   state -> jobs
+--   Q ctr           HASH   '<counter>:<task name>' -> value (Little's-Law counters)
+--   Q meta          HASH   seq
+--   Q dedupe        HASH   dedupe key -> id of the unfinished job holding it
+--   Q keys          HASH   job key -> slots taken (running, queued or retrying)
+--   Q kb:<key>      LIST   ids blocked behind a full key, oldest first
+--   Q wake          LIST   wake-up hints for idle claims (at most 32 entries)
+--
+-- Writes to sorted sets, counts and counters are collected in tables and written once
+-- per script by flush(): a claim of 100 jobs makes one ZADD, not 100. Nothing reads a
+-- sorted set after writing it in the same script without calling flush() first.
+
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local EPOCH = 1700000000
+local SAFETY_S = 86400 -- native EXPIRE beyond the clock-driven TTL: a net, never the rule
+local WAKE_CAP = 32
+local FINAL_CODE = {succeeded = 's', dead = 'd', cancelled = 'c'}
+local PENDING = {scheduled = true, queued = true, blocked = true, retrying = true}
+local FLOAT_CTR = {wait_s = true, service_s = true, system_s = true, in_system_enq_s = true}
+
+local ZS, CNT, CTR, SEQ, WAKE = {}, {}, {}, {}, {}
+
+local function tag_of(q)
+  local t = string.match(q, '^.*@(.*)$') or q
+  if t == '' then t = q end
+  return t
+end
+
+-- The queue's key base Q and the job/notice base P:{t}:.
+local function bases(q)
+  local jb = P .. ':{' .. tag_of(q) .. '}:'
+  return jb .. 'q:' .. #q .. ':' .. q .. ':', jb
+end
+
+local function zset(key, member, score)
+  local t = ZS[key]
+  if not t then t = {}; ZS[key] = t end
+  t[member] = score
+end
+
+local function cnt(qb, state, d)
+  local t = CNT[qb]
+  if not t then t = {}; CNT[qb] = t end
+  t[state] = (t[state] or 0) + d
+end
+
+local function ctr(qb, name, field, d)
+  local t = CTR[qb]
+  if not t then t = {}; CTR[qb] = t end
+  local f = field .. ':' .. name
+  t[f] = (t[f] or 0) + d
+end
+
+local function pending_depth(qb)
+  local v = redis.call('HMGET', qb .. 'counts', 'scheduled', 'queued', 'blocked', 'retrying')
+  local d = CNT[qb] or {}
+  local n = 0
+  for i, s in ipairs({'scheduled', 'queued', 'blocked', 'retrying'}) do
+    n = n + tonumber(v[i] or '0') + (d[s] or 0)
+  end
+  return n
+end
+
+local function next_seq(qb)
+  local s = SEQ[qb]
+  if not s then s = tonumber(redis.call('HGET', qb .. 'meta', 'seq') or '0') end
+  s = s + 1
+  SEQ[qb] = s
+  return s
+end
+
+local function ready_member(seq, id)
+  return string.format('%012x', seq) .. id
+end
+
+local function ready_score(prio, run_at)
+  prio = math.max(-1000, math.min(1000, prio))
+  local ms = math.floor((run_at - EPOCH) * 1000)
+  if ms < 0 then ms = 0 elseif ms > 4398046511103 then ms = 4398046511103 end
+  return (1000 - prio) * 4398046511104 + ms
+end
+
+-- Put a job that may run into queued (due) or scheduled (later); returns the state.
+local function place(qb, id, prio, run_at, seq)
+  WAKE[qb] = (WAKE[qb] or 0) + 1
+  if run_at > NOW then
+    zset(qb .. 'delayed', id, run_at)
+    return 'scheduled'
+  end
+  zset(qb .. 'ready', ready_member(seq, id), ready_score(prio, run_at))
+  return 'queued'
+end
+
+-- Take a key slot or wait behind the key; then place. Returns the new state.
+local function enter(qb, id, key, kl, prio, run_at, seq)
+  if key then
+    local kb = qb .. 'kb:' .. key
+    local active = tonumber(redis.call('HGET', qb .. 'keys', key) or '0')
+    if active >= kl or redis.call('EXISTS', kb) == 1 then
+      redis.call('RPUSH', kb, id)
+      return 'blocked'
+    end
+    redis.call('HINCRBY', qb .. 'keys', key, 1)
+  end
+  return place(qb, id, prio, run_at, seq)
+end
+
+local function arrive(qb, id, name, enq, seq, state)
+  cnt(qb, state, 1)
+  ctr(qb, name, 'enqueued', 1)
+  ctr(qb, name, 'in_system', 1)
+  ctr(qb, name, 'in_system_enq_s', enq - EPOCH)
+  zset(qb .. 'pend', id, enq)
+  zset(qb .. 'all', id, seq)
+end
+
+-- Store one request. r is the tuple built by _redis_codec.pack_request:
+-- {id, queue, name, enqueued_at, kind, priority, eta, key, key_limit, dedupe_key,
+--  max_attempts, max_recoveries, max_depth, result_ttl_s, dead_ttl_s, payload index}.
+-- Returns status, job id, depth (as EnqueueOutcome).
+local function admit(r, payload, bounded)
+  local id, q = r[1], r[2]
+  local ik = P .. ':id:' .. id
+  if redis.call('EXISTS', ik) == 1 then return 'duplicate', id, 0 end
+  local qb, jb = bases(q)
+  local dk = r[10]
+  if dk then
+    local holder = redis.call('HGET', qb .. 'dedupe', dk)
+    if holder then return 'duplicate', holder, 0 end
+  end
+  if bounded and r[13] then
+    local depth = pending_depth(qb)
+    if depth >= r[13] then return 'full', id, depth end
+  end
+  local enq = r[4]
+  local run_at = r[7] or enq
+  local kl = math.max(1, r[9])
+  local seq = next_seq(qb)
+  local state = enter(qb, id, r[8], kl, r[6], run_at, seq)
+  local jk = jb .. 'j:' .. id
+  redis.call('HSET', jk, 'q', q, 'n', r[3], 'k', r[5], 'p', payload, 'pr', r[6], 'kl', kl,
+    'ma', r[11], 'mr', r[12], 'rt', r[14], 'dt', r[15], 'e', enq, 'r', run_at,
+    'du', math.max(run_at, enq), 's', state, 'a', 0, 'rc', 0, 'sq', seq, 'ad', NOW)
+  if r[8] then redis.call('HSET', jk, 'ky', r[8]) end
+  if dk then
+    redis.call('HSET', jk, 'dk', dk)
+    redis.call('HSET', qb .. 'dedupe', dk, id)
+  end
+  redis.call('SET', ik, q)
+  arrive(qb, id, r[3], enq, seq, state)
+  return 'queued', id, 0
+end
+
+-- The fields a state change needs, as a table (false where absent).
+local LOAD = {'s', 't', 'le', 'n', 'e', 'dk', 'ky', 'kl', 'rt', 'dt', 'wt', 'st', 'sq', 'pr', 'r',
+  'a', 'rc', 'mr', 'w', 'cr', 'q'}
+local function load(jk)
+  local v = redis.call('HMGET', jk, unpack(LOAD))
+  local f = {}
+  for i, name in ipairs(LOAD) do f[name] = v[i] end
+  return f
+end
+
+-- True while the delivery (token) still holds the job's lease (the fencing check).
+local function holds(f, token)
+  return f.s == 'running' and f.t == token and tonumber(f.le) > NOW
+end
+
+-- Take a job out of the structure its current state keeps it in.
+local function leave(qb, id, f)
+  local s = f.s
+  if s == 'queued' then
+    zset(qb .. 'ready', ready_member(tonumber(f.sq), id), false)
+  elseif s == 'scheduled' or s == 'retrying' then
+    zset(qb .. 'delayed', id, false)
+  elseif s == 'blocked' then
+    redis.call('LREM', qb .. 'kb:' .. f.ky, 1, id)
+  elseif s == 'running' then
+    zset(qb .. 'running', id, false)
+  end
+  if PENDING[s] then zset(qb .. 'pend', id, false) end
+end
+
+local function append_error(jk, err)
+  local old = redis.call('HGET', jk, 'er')
+  redis.call('HSET', jk, 'er', old and (old .. '\n' .. err) or err)
+end
+
+-- A key slot was given back (or a blocked job left): let the oldest blocked jobs in.
+local function free_key(qb, jb, key, held_slot)
+  local kk, kb = qb .. 'keys', qb .. 'kb:' .. key
+  local active = tonumber(redis.call('HGET', kk, key) or '0')
+  if held_slot then active = active - 1 end
+  while true do
+    local nxt = redis.call('LINDEX', kb, 0)
+    if not nxt then break end
+    local njk = jb .. 'j:' .. nxt
+    local v = redis.call('HMGET', njk, 'kl', 'pr', 'r', 'sq')
+    if active >= tonumber(v[1]) then break end
+    redis.call('LPOP', kb)
+    active = active + 1
+    local state = place(qb, nxt, tonumber(v[2]), tonumber(v[3]), tonumber(v[4]))
+    redis.call('HSET', njk, 's', state)
+    cnt(qb, 'blocked', -1)
+    cnt(qb, state, 1)
+  end
+  if active <= 0 and redis.call('EXISTS', kb) == 0 then
+    redis.call('HDEL', kk, key)
+  else
+    redis.call('HSET', kk, key, active)
+  end
+end
+
+-- Move a job to a final state and free what it held (key slot, dedupe key).
+local function finish(qb, jb, id, f, state)
+  local jk = jb .. 'j:' .. id
+  leave(qb, id, f)
+  local ttl = tonumber(state == 'dead' and f.dt or f.rt)
+  local x = NOW + ttl
+  redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x)
+  redis.call('HDEL', jk, 't', 'le')
+  zset(qb .. 'expiring', FINAL_CODE[state] .. id, x)
+  if state ~= 'cancelled' and f.st then zset(qb .. 'done', id, NOW) end
+  local enq, name = tonumber(f.e), f.n
+  ctr(qb, name, 'system_s', NOW - enq)
+  ctr(qb, name, 'in_system', -1)
+  ctr(qb, name, 'in_system_enq_s', EPOCH - enq)
+  ctr(qb, name, state, 1)
+  cnt(qb, f.s, -1)
+  cnt(qb, state, 1)
+  if f.dk and redis.call('HGET', qb .. 'dedupe', f.dk) == id then
+    redis.call('HDEL', qb .. 'dedupe', f.dk)
+  end
+  if f.ky then free_key(qb, jb, f.ky, f.s ~= 'blocked') end
+  local net = math.ceil(ttl) + SAFETY_S
+  redis.call('EXPIRE', jk, net)
+  redis.call('EXPIRE', P .. ':id:' .. id, net)
+  if f.wt then
+    local nk = jb .. 'n:' .. id
+    redis.call('RPUSH', nk, 1)
+    redis.call('EXPIRE', nk, 60)
+  end
+end
+
+local function flush()
+  for key, t in pairs(ZS) do
+    local add, rem = {}, {}
+    for m, s in pairs(t) do
+      if s then add[#add + 1] = s; add[#add + 1] = m else rem[#rem + 1] = m end
+    end
+    for i = 1, #add, 4000 do redis.call('ZADD', key, unpack(add, i, math.min(i + 3999, #add))) end
+    for i = 1, #rem, 2000 do redis.call('ZREM', key, unpack(rem, i, math.min(i + 1999, #rem))) end
+  end
+  ZS = {}
+  for qb, t in pairs(CNT) do
+    for state, d in pairs(t) do
+      if d ~= 0 then redis.call('HINCRBY', qb .. 'counts', state, d) end
+    end
+  end
+  CNT = {}
+  for qb, t in pairs(CTR) do
+    for f, d in pairs(t) do
+      if FLOAT_CTR[string.match(f, '^[^:]*')] then
+        if d ~= 0 then redis.call('HINCRBYFLOAT', qb .. 'ctr', f, d) end
+      elseif d ~= 0 then
+        redis.call('HINCRBY', qb .. 'ctr', f, d)
+      end
+    end
+  end
+  CTR = {}
+  for qb, s in pairs(SEQ) do redis.call('HSET', qb .. 'meta', 'seq', s) end
+  SEQ = {}
+  for qb, n in pairs(WAKE) do
+    local ones = {}
+    for i = 1, math.min(n, WAKE_CAP) do ones[i] = 1 end
+    redis.call('LPUSH', qb .. 'wake', unpack(ones))
+    redis.call('LTRIM', qb .. 'wake', 0, WAKE_CAP - 1)
+  end
+  WAKE = {}
+end
+
+-- Enqueue follow-ups (or event deliveries) unbounded; r[16] is the ARGV index of each payload.
+local function admit_all(reqs)
+  for _, r in ipairs(reqs) do admit(r, ARGV[r[16]], false) end
+end
+
+-- A job record as the values of these fields, in this order (RECORD_FIELDS in Python).
+local RECORD = {'q', 'n', 'k', 's', 'p', 'pr', 'ky', 'dk', 'a', 'ma', 'rc', 'e', 'r', 'st', 'f',
+  'res', 'er', 'pg', 'pm', 'cr', 'w', 'le', 'sq', 'ad', 'du'}
+local function record(jk)
+  local rec = redis.call('HMGET', jk, unpack(RECORD))
+  if not rec[4] then return false end
+  return rec
+end
+
+-- Delete a job that is not running (cancelling it first if unfinished); true if deleted.
+local function delete_job(qb, jb, id, f)
+  if not f.s or f.s == 'running' then return false end
+  if not FINAL_CODE[f.s] then
+    finish(qb, jb, id, f, 'cancelled')
+    f.s = 'cancelled'
+  end
+  redis.call('DEL', jb .. 'j:' .. id, jb .. 'n:' .. id, P .. ':id:' .. id)
+  zset(qb .. 'expiring', FINAL_CODE[f.s] .. id, false)
+  zset(qb .. 'all', id, false)
+  zset(qb .. 'done', id, false)
+  cnt(qb, f.s, -1)
+  return true
+end
+
+-- Topics. TB = P:{t}:t:<byte length of topic>:<topic>: with t = tag_of(topic), the same
+-- tag as every `group@topic` queue, so a publish fans out inside one slot:
+--   TB meta    HASH   next (offset), ret (retention_s or ''), max (max_events or ''), replays
+--   TB log     STREAM entry id '<offset>-1'; fields i (event id), p (payload),
+--                     a (published_at), k (key, if any), g (group keys JSON, if any)
+--   TB groups  HASH   group -> JSON {a: max_attempts, r: max_recoveries, rt, dt, fs}
+--   TB gc      HASH   group -> created_at
+local function topic_base(topic)
+  return P .. ':{' .. tag_of(topic) .. '}:t:' .. #topic .. ':' .. topic .. ':'
+end
+
+-- An event entry from XRANGE as a table of its fields (i, p, a, k, g; gk decoded).
+local function event_of(entry)
+  local e = {}
+  local kv = entry[2]
+  for i = 1, #kv, 2 do e[kv[i]] = kv[i + 1] end
+  if e.g then e.gk = cjson.decode(e.g) end
+  return e
+end
+
+-- Enqueue one delivery of an event to a group (an ordinary job of kind "event");
+-- gk: the event's group keys (decoded JSON) or nil; they override its key per group.
+local function deliver(topic, group, spec, id, payload, enq, key, gk, suffix)
+  if gk and gk[group] then key = gk[group] end
+  local r = {id .. ':' .. group .. suffix, group .. '@' .. topic, topic, enq, 'event', 0, nil,
+    key, 1, nil, spec.a, spec.r, nil, spec.rt, spec.dt}
+  admit(r, payload, false)
+end
