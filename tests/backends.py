@@ -111,3 +111,54 @@ async def redis_cleanup(url: str) -> None:
 
 
 BACKENDS["redis"] = Backend("redis", lambda tmp, uid: redis_url(uid), redis_check, redis_cleanup)
+
+
+# ------------------------------------------------------------------------- postgres
+
+
+def postgres_url(uid: str) -> str:
+    """A URL whose schema is private to this run and this test."""
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{sep}schema=offload_t_{RUN_ID}_{uid}"
+
+
+_postgres_reason: list[str | None] = []  # the check's answer, asked once per process
+
+
+async def postgres_check() -> str | None:
+    """Why the PostgreSQL server cannot be used here (None: it accepts a connection)."""
+    if not _postgres_reason:
+        import psycopg
+
+        from offload.brokers._pg_conn import parse_url
+        from offload.brokers.base import redact_url
+
+        try:
+            conninfo = parse_url(POSTGRES_URL).conninfo
+            async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=3):
+                pass
+        except psycopg.Error as exc:
+            _postgres_reason.append(
+                f"PostgreSQL at {redact_url(POSTGRES_URL)} refused a connection ({exc}); "
+                "start it or set OFFLOAD_TEST_POSTGRES"
+            )
+        else:
+            _postgres_reason.append(None)
+    return _postgres_reason[0]
+
+
+async def postgres_cleanup(url: str) -> None:
+    """Drop the test's own schema (never anything else: the server is shared)."""
+    import psycopg
+
+    from offload.brokers._pg_conn import parse_url
+
+    settings = parse_url(url)
+    assert settings.schema.startswith("offload_t_"), settings.schema
+    async with await psycopg.AsyncConnection.connect(settings.conninfo, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.schema}" CASCADE'.encode())
+
+
+BACKENDS["postgres"] = Backend(
+    "postgres", lambda tmp, uid: postgres_url(uid), postgres_check, postgres_cleanup
+)
