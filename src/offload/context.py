@@ -40,7 +40,7 @@ class JobContext:
     headers: Mapping[str, str] = field(default_factory=dict)
     key: str | None = None
     _sink: ProgressSink | None = None
-    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event | None = None  # made on the first cancel request
 
     @property
     def is_last_attempt(self) -> bool:
@@ -50,7 +50,13 @@ class JobContext:
     @property
     def cancel_requested(self) -> bool:
         """True once someone asked to cancel this job (sync tasks should check it)."""
-        return self._cancelled.is_set()
+        return self._cancelled is not None and self._cancelled.is_set()
+
+    def request_cancel(self) -> None:
+        """Mark the job as asked to cancel (worker use; thread-safe)."""
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
+        self._cancelled.set()
 
     def report(self, value: float, message: str | None = None) -> None:
         """Record progress (0.0 to 1.0); cheap and thread-safe, written in batches."""

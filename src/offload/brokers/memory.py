@@ -159,7 +159,7 @@ class MemoryBroker(BrokerBase):
 
     def _move(self, job: _Job, state: JobState | None) -> None:
         """Change a job's state (``None``: remove it), keeping counts and indexes right."""
-        counts = self._counts.setdefault(job.queue, dict.fromkeys(JobState, 0))
+        counts = self._counts.get(job.queue) or self._new_counts(job.queue)
         counts[job.state] -= 1
         if state is None:
             del self._jobs[job.id]
@@ -172,6 +172,10 @@ class MemoryBroker(BrokerBase):
             heapq.heappush(heap, (-job.priority, job.run_at, job.seq, job.epoch, job.id))
         elif state in (JobState.SCHEDULED, JobState.RETRYING):
             heapq.heappush(self._delayed, (job.run_at, job.seq, job.epoch, job.id))
+
+    def _new_counts(self, queue: str) -> dict[JobState, int]:
+        counts = self._counts[queue] = dict.fromkeys(JobState, 0)
+        return counts
 
     def _place(self, job: _Job, now: float) -> None:
         """Send a job that may run to queued, or scheduled if it is not due yet."""
@@ -227,7 +231,7 @@ class MemoryBroker(BrokerBase):
     def _admit(self, job: _Job, now: float) -> None:
         """Add a job to the system: counts, dedupe, key slot, counters."""
         self._jobs[job.id] = job
-        counts = self._counts.setdefault(job.queue, dict.fromkeys(JobState, 0))
+        counts = self._counts.get(job.queue) or self._new_counts(job.queue)
         counts[job.state] += 1
         if job.dedupe_key is not None:
             self._dedupe[job.queue, job.dedupe_key] = job.id

@@ -211,6 +211,8 @@ class Runner:
         if target.executor == "async":
             token = set_current(ctx)
             try:
+                if target.timeout_s is None:
+                    return await target.fn(*args, **kwargs)
                 async with asyncio.timeout(target.timeout_s):
                     return await target.fn(*args, **kwargs)
             finally:
@@ -235,8 +237,7 @@ class Runner:
     def _succeeded(self, d: Delivery, env: Envelope, value: Any) -> Settlement:
         try:
             # The producer reads the result with its own codec: the one its job came in.
-            codec = codec_for_payload(d.payload)
-            result = None if value is None else codec.encode(value)
+            result = None if value is None else codec_for_payload(d.payload).encode(value)
         except (TypeError, ValueError, OverflowError) as exc:
             return self._bury(d, "result_not_serializable", exc, env)
         follow = self._follow_ups(env, value, "success") if self._follow_ups else []

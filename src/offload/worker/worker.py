@@ -331,7 +331,7 @@ class Worker:
             )
         ctx = self.runner.contexts.get(job_id)
         if ctx is not None:
-            ctx._cancelled.set()
+            ctx.request_cancel()
         self.runner.stop_reasons[job_id] = why
         task.cancel()
 
