@@ -53,7 +53,8 @@ from offload.tasks import CallOptions, Task, TaskDefaults, when
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from offload.worker.worker import Worker, WorkerOptions, WorkerStats
+    from offload.middleware import Middleware
+    from offload.worker.worker import SideTask, Worker, WorkerOptions, WorkerStats
 
 __all__ = ["App"]
 
@@ -85,6 +86,7 @@ class App:
         dead_ttl: seconds dead jobs are kept in the dead-letter store.
         default_queue: the queue of tasks that name none.
         clock: time source (tests pass a ``FakeClock``).
+        middleware: hooks around enqueue, execution and outcomes (tracing, metrics).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class App:
         dead_ttl: float = 7 * DAY,
         default_queue: str = "default",
         clock: Clock = system_clock,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         if broker is not None:
             scheme_of(broker)  # fail early on a wrong URL
@@ -118,6 +121,7 @@ class App:
         self._opening: dict[asyncio.AbstractEventLoop | None, asyncio.Lock] = {}
         self._lock = threading.Lock()
         self._portal = Portal()
+        self.middleware: list[Middleware] = list(middleware)
 
     # ------------------------------------------------------------------ configuration
 
@@ -142,6 +146,10 @@ class App:
     def portal(self) -> Portal:
         """The background loop that sync calls (``enqueue_sync``...) run on."""
         return self._portal
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add a middleware after those given to the constructor."""
+        self.middleware.append(middleware)
 
     def queue(
         self,
@@ -444,6 +452,8 @@ class App:
             on_success=[opts["on_success"]] if "on_success" in opts else [],
             on_failure=[opts["on_failure"]] if "on_failure" in opts else [],
         )
+        for mw in self.middleware:
+            mw.on_enqueue(env)
         return self.request_for(
             env,
             key_limit=key_limit,
@@ -547,6 +557,8 @@ class App:
             enqueued_at=now,
             headers=dict(headers or {}),
         )
+        for mw in self.middleware:
+            mw.on_publish(env)
         event_key = key(event) if callable(key) else key
         group_keys = {
             group: str(fn(event)) for group, fn in self._subscriber_keys.get(topic, {}).items()
@@ -573,6 +585,7 @@ class App:
             codec_name=self._codec_name,
             max_payload=self.max_payload,
             default_queues=tuple(self.served_queues()),
+            middleware=tuple(self.middleware),
         )
 
     def served_queues(self) -> list[str]:
@@ -587,7 +600,22 @@ class App:
         if options is None:
             kwargs.setdefault("queues", tuple(self.served_queues()))
             options = WorkerOptions(**kwargs)
-        return Worker(self.registry(), await self.broker(), options, clock=self.clock)
+        return Worker(
+            self.registry(),
+            await self.broker(),
+            options,
+            clock=self.clock,
+            follow_ups=self.follow_ups,
+            side_tasks=self.side_tasks(options),
+        )
+
+    def follow_ups(self, env: Envelope, value: Any, outcome: str) -> list[EnqueueRequest]:
+        """Jobs to enqueue atomically with an outcome (callbacks, workflow steps)."""
+        return []
+
+    def side_tasks(self, options: WorkerOptions) -> list[SideTask]:
+        """Coroutines a worker of this app runs beside its own loops."""
+        return []
 
     async def run_worker(self, **kwargs: Any) -> WorkerStats:
         """Run a worker in this loop until it stops (``burst=True`` stops when idle)."""

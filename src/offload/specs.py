@@ -10,12 +10,15 @@ import inspect
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from offload.errors import ConfigurationError
 from offload.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from offload.middleware import Middleware
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -198,4 +201,5 @@ class Registry:
     codec_name: str = "json"
     max_payload: int | None = 1 << 20
     default_queues: tuple[str, ...] = ("default",)
+    middleware: tuple[Middleware, ...] = ()
     extras: Mapping[str, Any] = field(default_factory=dict)

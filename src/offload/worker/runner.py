@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +33,7 @@ from offload.context import JobContext, reset_current, set_current
 from offload.errors import Cancel, DecodeError, Retry, UnknownTask
 from offload.message.codecs import codec_for_payload
 from offload.message.envelope import Envelope, decode_envelope
+from offload.middleware import Middleware, run_around
 from offload.retry import RetryPolicy
 from offload.specs import BindError, Registry, SubscriberSpec, TaskSpec
 from offload.worker.executors import (
@@ -197,6 +199,9 @@ class Runner:
             _sink=self._progress,
         )
         self.contexts[d.job_id] = ctx
+        middleware = self.registry.middleware
+        if middleware:
+            return await self._execute_wrapped(d, env, target, args, kwargs, ctx, middleware)
         try:
             value = await self._call(target, args, kwargs, ctx)
         except asyncio.CancelledError:
@@ -204,6 +209,36 @@ class Runner:
         except Exception as exc:
             return self._failed(d, env, target, exc)
         return self._succeeded(d, env, value)
+
+    async def _execute_wrapped(
+        self,
+        d: Delivery,
+        env: Envelope,
+        target: _Target,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        ctx: JobContext,
+        middleware: Sequence[Middleware],
+    ) -> Settlement | None:
+        """:meth:`_execute` inside the middleware chain, reporting each outcome to it."""
+        started = time.perf_counter()
+        settlement: Settlement | None
+        try:
+            value = await run_around(middleware, ctx, lambda: self._call(target, args, kwargs, ctx))
+        except asyncio.CancelledError:
+            settlement = self._stopped(d)
+        except Exception as exc:
+            settlement = self._failed(d, env, target, exc)
+        else:
+            settlement = self._succeeded(d, env, value)
+        outcome = _OUTCOMES.get(type(settlement), "lost")
+        duration = time.perf_counter() - started
+        for mw in middleware:
+            try:
+                mw.on_outcome(ctx, outcome, duration)
+            except Exception:
+                log.exception("middleware %r failed in on_outcome", mw)
+        return settlement
 
     async def _call(
         self, target: _Target, args: list[Any], kwargs: dict[str, Any], ctx: JobContext
@@ -330,6 +365,15 @@ class Runner:
             at=self.clock.now(),
             worker_id=self.worker_id,
         )
+
+
+_OUTCOMES: dict[type[Any], str] = {
+    Ack: "succeeded",
+    RetryLater: "retrying",
+    Bury: "dead",
+    MarkCancelled: "cancelled",
+    Release: "released",
+}
 
 
 def _reason(exc: BaseException) -> str:

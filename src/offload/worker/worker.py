@@ -40,13 +40,17 @@ from offload.worker.runner import FollowUps, Runner, StopReason
 from offload.worker.settler import Settler
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
 
     from offload.specs import Registry
 
-__all__ = ["Worker", "WorkerOptions", "WorkerStats"]
+__all__ = ["SideTask", "Worker", "WorkerOptions", "WorkerStats"]
 
 log = logging.getLogger("offload.worker")
+
+#: A named coroutine the worker runs beside its own loops (e.g. the scheduler); it must
+#: run until cancelled. If it ends or fails, the worker stops loudly.
+SideTask = tuple[str, "Callable[[Worker], Coroutine[Any, Any, None]]"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Worker:
         *,
         clock: Clock = system_clock,
         follow_ups: FollowUps | None = None,
+        side_tasks: Sequence[SideTask] = (),
     ) -> None:
         self.registry = registry
         self.broker = broker
@@ -124,6 +129,7 @@ class Worker:
         self.clock = clock
         self.id = opts.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
+        self._extra_side_tasks = list(side_tasks)
         self._heartbeat_s = opts.heartbeat_s or opts.lease_s / 3
         self._recover_s = opts.recover_every_s or min(5.0, opts.lease_s / 4)
         self._held: dict[str, Delivery] = {}
@@ -186,6 +192,7 @@ class Worker:
             self._spawn(self._heartbeat_loop(), "offload-heartbeat"),
             self._spawn(self._maintenance_loop(), "offload-maintenance"),
             self._spawn(self._progress_loop(), "offload-progress"),
+            *(self._spawn(make(self), name) for name, make in self._extra_side_tasks),
         ]
         claim = self._spawn(self._claim_loop(), "offload-claim")
         try:

@@ -1,169 +1,23 @@
-"""The ``offload`` command: parse arguments, call one library function, render the result.
-
-``--broker URL`` (or ``OFFLOAD_BROKER``) overrides the app's broker everywhere; commands
-that only read or repair queues need no app at all.
-"""
+"""Commands about jobs and queues: enqueue, status, jobs, job, retry, purge, cancel."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from offload import admin
 from offload.brokers.base import JobRecord, JobState, redact_url
-from offload.errors import OffloadError
-from offload.logs import setup_logging
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-    from contextlib import AbstractAsyncContextManager
-
-    from offload.brokers import Broker
-
-__all__ = ["main"]
-
-T = TypeVar("T")
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
-
-
-class _Group(click.Group):
-    """Turns offload errors into one clear line and exit code 2, not a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except OffloadError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            sys.exit(2)
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="offload")
-def main() -> None:
-    """offload: background jobs, events, schedules and results."""
-
-
-_app = click.option(
-    "--app",
-    "-A",
-    "app_path",
-    envvar="OFFLOAD_APP",
-    metavar="MODULE:APP",
-    help="Your App (e.g. myapp:app); env OFFLOAD_APP.",
+from offload.cli._base import (
+    app_option,
+    broker_option,
+    connect,
+    console,
+    err_console,
+    main,
+    run,
 )
-_broker = click.option(
-    "--broker",
-    "-b",
-    envvar="OFFLOAD_BROKER",
-    metavar="URL",
-    help="Broker URL; overrides the app's. Env OFFLOAD_BROKER.",
-)
-
-
-def _logging(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
-        "--log-level",
-        default="INFO",
-        show_default=True,
-        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-    )(fn)
-    return click.option(
-        "--log-format",
-        default="text",
-        show_default=True,
-        type=click.Choice(["text", "json"]),
-        help="json: one object per line.",
-    )(fn)
-
-
-def _connect(app_path: str | None, broker: str | None) -> AbstractAsyncContextManager[Broker]:
-    return admin.connect(admin.load_app(app_path) if app_path else None, broker)
-
-
-# ---------------------------------------------------------------------------- worker
-
-
-@main.command()
-@click.argument("app_path", metavar="MODULE:APP")
-@click.option("--queues", "-Q", help="Comma-separated queues (default: every queue the app uses).")
-@click.option(
-    "--concurrency", "-c", default=10, show_default=True, help="Jobs at once per process."
-)
-@click.option(
-    "--processes", "-p", default=1, show_default=True, help="Worker processes (supervised)."
-)
-@click.option(
-    "--lease",
-    default=30.0,
-    show_default=True,
-    help="Lease seconds: how soon a crashed worker's jobs return.",
-)
-@click.option(
-    "--grace",
-    default=25.0,
-    show_default=True,
-    help="Seconds running jobs get to finish on shutdown.",
-)
-@click.option(
-    "--process-pool", type=int, help="Children for executor='process' tasks (default: CPUs)."
-)
-@click.option("--burst", is_flag=True, help="Exit once no job is ready and none is running.")
-@_broker
-@_logging
-def worker(
-    app_path: str,
-    queues: str | None,
-    concurrency: int,
-    processes: int,
-    lease: float,
-    grace: float,
-    process_pool: int | None,
-    burst: bool,
-    broker: str | None,
-    log_level: str,
-    log_format: str,
-) -> None:
-    """Run a worker for MODULE:APP."""
-    setup_logging(log_level, log_format)  # type: ignore[arg-type]
-    if processes > 1:
-        from offload.worker.supervisor import Supervisor
-
-        argv = [a for a in sys.argv[1:] if a not in ("-p", "--processes", str(processes))]
-        argv = [a for a in argv if not a.startswith("--processes=")]
-        sys.exit(Supervisor(argv, processes, grace).run())
-    app = admin.load_app(app_path)
-    if broker:
-        app.use_broker(broker)
-    supervisor = os.environ.get("OFFLOAD_SUPERVISOR_PID")
-
-    async def run() -> None:
-        try:
-            await app.run_worker(
-                queues=tuple(queues.split(",")) if queues else tuple(app.served_queues()),
-                concurrency=concurrency,
-                lease_s=lease,
-                grace_s=grace,
-                burst=burst,
-                processes=process_pool,
-                install_signals=True,
-                supervisor_pid=int(supervisor) if supervisor else None,
-            )
-        finally:
-            await app.close()
-
-    _run(run())
-
 
 # ---------------------------------------------------------------------------- enqueue
 
@@ -176,8 +30,8 @@ def worker(
 @click.option("--delay", type=float, help="Seconds before it may start.")
 @click.option("--priority", type=int, help="Higher runs first.")
 @click.option("--wait", "wait_s", type=float, help="Wait this long for the result and print it.")
-@_app
-@_broker
+@app_option
+@broker_option
 def enqueue(
     task: str,
     args_json: str | None,
@@ -193,7 +47,7 @@ def enqueue(
     args = admin.parse_json_arg(args_json, list, "--args")
     kwargs = admin.parse_json_arg(kwargs_json, dict, "--kwargs")
     app = admin.load_app(app_path) if app_path else None
-    job_id, record = _run(
+    job_id, record = run(
         admin.enqueue_by_name(
             app,
             broker,
@@ -216,16 +70,16 @@ def enqueue(
 
 @main.command()
 @click.option("--queue", "-q", "queues", multiple=True, help="Only these queues.")
-@_app
-@_broker
+@app_option
+@broker_option
 def status(queues: tuple[str, ...], app_path: str | None, broker: str | None) -> None:
     """Jobs per queue and state."""
 
     async def go() -> tuple[str, list[admin.QueueRow]]:
-        async with _connect(app_path, broker) as b:
+        async with connect(app_path, broker) as b:
             return b.url, await admin.queue_rows(b, list(queues) or None)
 
-    url, rows = _run(go())
+    url, rows = run(go())
     table = Table(title=f"offload queues on {redact_url(url)}", title_justify="left")
     for col in (
         "queue",
@@ -274,8 +128,8 @@ def _human_s(s: float) -> str:
 @click.option("--state", "-s", type=click.Choice([s.value for s in JobState]))
 @click.option("--task", "-t", "name")
 @click.option("--limit", "-n", default=20, show_default=True)
-@_app
-@_broker
+@app_option
+@broker_option
 def jobs(
     queue: str | None,
     state: str | None,
@@ -287,7 +141,7 @@ def jobs(
     """List jobs, newest first."""
 
     async def go() -> list[JobRecord]:
-        async with _connect(app_path, broker) as b:
+        async with connect(app_path, broker) as b:
             page = await b.list_jobs(
                 queue=queue, state=JobState(state) if state else None, name=name, limit=limit
             )
@@ -296,7 +150,7 @@ def jobs(
     table = Table()
     for col in ("id", "task", "queue", "state", "attempts", "last error"):
         table.add_column(col)
-    for j in _run(go()):
+    for j in run(go()):
         error = f"{j.errors[-1].reason}: {j.errors[-1].message}"[:60] if j.errors else ""
         table.add_row(
             j.id,
@@ -312,17 +166,17 @@ def jobs(
 
 @main.command()
 @click.argument("job_id")
-@_app
-@_broker
+@app_option
+@broker_option
 def job(job_id: str, app_path: str | None, broker: str | None) -> None:
     """Show one job: state, timeline, errors with tracebacks."""
     from offload.errors import JobNotFound
 
     async def go() -> Any:
-        async with _connect(app_path, broker) as b:
+        async with connect(app_path, broker) as b:
             return await b.get_job(job_id)
 
-    record = _run(go())
+    record = run(go())
     if record is None:
         raise JobNotFound(job_id)
     console.print(admin.describe_job(record), markup=False, highlight=False)
@@ -335,8 +189,8 @@ def job(job_id: str, app_path: str | None, broker: str | None) -> None:
 @click.argument("job_ids", nargs=-1)
 @click.option("--all-dead", is_flag=True, help="Every dead job (of --queue, if given).")
 @click.option("--queue", "-q")
-@_app
-@_broker
+@app_option
+@broker_option
 def retry(
     job_ids: tuple[str, ...],
     all_dead: bool,
@@ -351,7 +205,7 @@ def retry(
         raise click.UsageError("give job ids, or --all-dead")
 
     async def go() -> int:
-        async with _connect(app_path, broker) as b:
+        async with connect(app_path, broker) as b:
             ids = list(job_ids) or [j.id for j in await admin.dead_jobs(b, queue)]
             moved = 0
             with Progress(console=err_console, transient=True) as progress:
@@ -361,7 +215,7 @@ def retry(
                     progress.advance(bar, 500)
             return moved
 
-    console.print(f"requeued {_run(go()):,} job(s)")
+    console.print(f"requeued {run(go()):,} job(s)")
 
 
 @main.command()
@@ -375,8 +229,8 @@ def retry(
     help="States to delete (default: every waiting state).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_app
-@_broker
+@app_option
+@broker_option
 def purge(
     queue: str, states: tuple[str, ...], yes: bool, app_path: str | None, broker: str | None
 ) -> None:
@@ -386,45 +240,22 @@ def purge(
         click.confirm(f"Delete every {what} job of queue {queue!r}?", abort=True)
 
     async def go() -> int:
-        async with _connect(app_path, broker) as b:
+        async with connect(app_path, broker) as b:
             return await b.purge(queue, [JobState(s) for s in states] or None)
 
-    console.print(f"deleted {_run(go()):,} job(s) from {queue!r}")
+    console.print(f"deleted {run(go()):,} job(s) from {queue!r}")
 
 
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True)
-@_app
-@_broker
+@app_option
+@broker_option
 def cancel(job_ids: tuple[str, ...], app_path: str | None, broker: str | None) -> None:
     """Cancel jobs (pending ones never start; running ones are stopped)."""
 
     async def go() -> list[JobState | None]:
-        async with _connect(app_path, broker) as b:
+        async with connect(app_path, broker) as b:
             return await b.cancel(list(job_ids))
 
-    for job_id, state in zip(job_ids, _run(go()), strict=True):
+    for job_id, state in zip(job_ids, run(go()), strict=True):
         console.print(f"{job_id}: {'not found' if state is None else state.value}")
-
-
-# ---------------------------------------------------------------------------- demo
-
-
-@main.command()
-@click.option(
-    "--broker",
-    "-b",
-    envvar="OFFLOAD_BROKER",
-    metavar="URL",
-    help="Broker URL (default: a fresh SQLite file in a temporary directory).",
-)
-@click.option("--jobs", "n_jobs", default=300, show_default=True, help="How many jobs to run.")
-def demo(broker: str | None, n_jobs: int) -> None:
-    """A guided run: a worker, a few hundred jobs of several kinds, live progress."""
-    from offload.demo.quick import run_demo
-
-    run_demo(broker, n_jobs, console)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,11 @@
+"""The ``offload`` command: parse arguments, call one library function, render the result.
+
+``--broker URL`` (or ``OFFLOAD_BROKER``) overrides the app's broker everywhere; commands
+that only read or repair queues need no app at all. Each module adds the commands of one
+area to the :func:`main` group.
+"""
+
+from offload.cli import demo, jobs, worker  # noqa: F401  (registers the commands)
+from offload.cli._base import main
+
+__all__ = ["main"]
