@@ -238,7 +238,7 @@ class RedisAdmin(RedisCore):
         page = found[:limit]
         following: dict[str, str] = {}
         for q, v, _ in page:
-            following[q] = v[22].decode()
+            following[q] = v[15].decode()
         for q, _v, _exhausted in found[limit:]:
             following.setdefault(q, tops.get(q, ""))
         jobs: list[JobRecord] = [job_record(_record_id(v), v) for _, v, _ in page]
@@ -301,7 +301,7 @@ class RedisAdmin(RedisCore):
 
 
 def _record_id(v: list[Any]) -> str:
-    return str(v[25].decode())
+    return str(v[16].decode())
 
 
 def _topic_info(name: str, r: list[Any]) -> TopicInfo:

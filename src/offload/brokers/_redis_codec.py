@@ -62,7 +62,7 @@ if EnqueueRequest.__struct_fields__ != _REQUEST_FIELDS:  # pragma: no cover
 
 _astuple = msgspec.structs.astuple
 _encode = msgspec.msgpack.Encoder().encode
-_decode_rows = msgspec.msgpack.Decoder(list[list[Any]]).decode
+_decode_any = msgspec.msgpack.Decoder().decode
 _decode_errors = msgspec.json.Decoder(list[ErrorRecord]).decode
 _encode_json = msgspec.json.Encoder().encode
 
@@ -81,9 +81,16 @@ class ArgPack:
         return len(self.args)
 
     def request(self, req: EnqueueRequest) -> tuple[Any, ...]:
-        """A request as admit() reads it: the fields without the payload, then its index."""
-        t = _astuple(req)
-        return (*t[:3], *t[4:], self.ref(t[3]))
+        """A request as admit() in lib.lua reads it, with its m (the job's immutable
+        fields, in the order of M in lib.lua) and payload appended as blobs."""
+        (id_, queue, name, payload, enq, kind, prio, eta, key, kl, dk, ma, mr, depth, rt, dt) = (
+            _astuple(req)
+        )
+        run_at = enq if eta is None else eta
+        kl = max(1, kl)
+        meta = (name, kind, prio, key, kl, dk, ma, mr, rt, dt, enq, run_at, max(run_at, enq), queue)
+        m = self.ref(_encode(meta))
+        return (id_, queue, name, enq, prio, run_at, key, kl, dk, depth, m, self.ref(payload))
 
     def encode(self, value: Any) -> bytes:
         return _encode(value)
@@ -109,30 +116,38 @@ def pack_settlement(pack: ArgPack, s: Settlement) -> tuple[Any, ...]:
     raise TypeError(f"not a settlement: {s!r}")
 
 
+def meta(blob: bytes) -> list[Any]:
+    """A job's m field: name, kind, priority, key, key_limit, dedupe_key, max_attempts,
+    max_recoveries, result_ttl_s, dead_ttl_s, enqueued_at, run_at, due_at, queue."""
+    m = _decode_any(blob)
+    if isinstance(m, dict):  # written by Lua with a nil inside: cmsgpack made it a map
+        return [m.get(i) for i in range(1, 15)]
+    return m  # type: ignore[no-any-return]
+
+
 def deliveries(
     reply: list[Any], queue: str, token_base: int, lease_expires: float
 ) -> list[Delivery]:
-    """Deliveries from claim.lua's reply: rows, next due, then the payloads."""
-    if not reply[0]:
-        return []
+    """Deliveries from claim.lua's reply: next due, then id, m, payload, attempts,
+    recoveries per job."""
     out = []
-    payloads = reply[2:]
-    for i, row in enumerate(_decode_rows(reply[0])):
+    for i in range(1, len(reply), 5):
+        m = meta(reply[i + 1])
         out.append(
             Delivery(
-                job_id=row[0],
+                job_id=reply[i].decode(),
                 queue=queue,
-                name=row[1],
-                kind=row[2],
-                payload=payloads[i],
-                attempts=row[3],
-                max_attempts=row[4],
-                recoveries=row[5],
-                lease_token=token_base + i + 1,
+                name=m[0],
+                kind=m[1],
+                payload=reply[i + 2],
+                attempts=reply[i + 3],
+                max_attempts=m[6],
+                recoveries=reply[i + 4],
+                lease_token=token_base + len(out) + 1,
                 lease_expires=lease_expires,
-                enqueued_at=float(row[6]),
-                priority=row[7],
-                key=row[8] if len(row) > 8 else None,
+                enqueued_at=float(m[10]),
+                priority=m[2],
+                key=m[3],
             )
         )
     return out
@@ -154,37 +169,39 @@ def _errors(v: bytes | None) -> list[ErrorRecord]:
 
 def job_record(job_id: str, v: list[Any]) -> JobRecord:
     """A record from the values of RECORD (lib.lua), in that order:
-    q n k s p pr ky dk a ma rc e r st f res er pg pm cr w le sq ad du."""
+    m s p a rc r st f res er pg pm cr w le sq."""
+    m = meta(v[0])
+    state = JobState(v[1].decode())
     return JobRecord(
         id=job_id,
-        queue=v[0].decode(),
-        name=v[1].decode(),
-        kind=v[2].decode(),
-        state=JobState(v[3].decode()),
-        payload=v[4] or b"",
-        priority=int(v[5]),
-        key=_s(v[6]),
-        dedupe_key=_s(v[7]),
-        attempts=int(v[8]),
-        max_attempts=int(v[9]),
-        recoveries=int(v[10]),
-        enqueued_at=float(v[11]),
-        run_at=float(v[12]),
-        started_at=_f(v[13]),
-        finished_at=_f(v[14]),
-        result=v[15],
-        errors=_errors(v[16]),
-        progress=_f(v[17]),
-        progress_message=_s(v[18]),
-        cancel_requested=v[19] is not None,
-        worker_id=_s(v[20]),
-        lease_expires=_f(v[21]),
+        queue=m[13],
+        name=m[0],
+        kind=m[1],
+        state=state,
+        payload=v[2] or b"",
+        priority=m[2],
+        key=m[3],
+        dedupe_key=m[5],
+        attempts=int(v[3] or 0),
+        max_attempts=m[6],
+        recoveries=int(v[4] or 0),
+        enqueued_at=float(m[10]),
+        run_at=float(v[5] or m[11]),
+        started_at=_f(v[6]),
+        finished_at=_f(v[7]),
+        result=v[8],
+        errors=_errors(v[9]),
+        progress=_f(v[10]),
+        progress_message=_s(v[11]),
+        cancel_requested=v[12] is not None,
+        worker_id=_s(v[13]),
+        lease_expires=_f(v[14]) if state is JobState.RUNNING else None,
     )
 
 
 def record_order(v: list[Any]) -> tuple[float, int]:
-    """Newest-first sort key of a record's values: admitted at, then seq."""
-    return (float(v[23]), int(v[22]))
+    """Newest-first sort key of a record's values: enqueued at, then seq."""
+    return (float(meta(v[0])[10]), int(v[15]))
 
 
 def timings(flat: Sequence[bytes]) -> list[Timing]:

@@ -171,8 +171,8 @@ class RedisBroker(RedisAdmin):
                 [self._prefix, now_s, queue, limit - len(got), repr(expires), worker_id, base],
             )
             got += deliveries(reply, queue, base, expires)
-            if reply[1]:
-                due = float(reply[1]) - now
+            if reply[0]:
+                due = float(reply[0]) - now
                 next_due = due if next_due is None else min(next_due, due)
         return got, next_due
 

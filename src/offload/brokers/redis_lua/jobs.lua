@@ -13,7 +13,7 @@ for i = 4, #ARGV do
   if q then
     local _, jb = bases(q)
     rec = record(jb .. 'j:' .. id)
-    if rec and ARGV[3] == '1' and not FINAL_CODE[rec[4]] then
+    if rec and ARGV[3] == '1' and not FINAL_CODE[rec[2]] then
       redis.call('HSET', jb .. 'j:' .. id, 'wt', 1)
     end
   end

@@ -5,7 +5,10 @@
 -- Keys (t = hash tag of a queue: the part after its last '@', so every `group@topic`
 -- queue shares its topic's slot; Q = P:{t}:q:<byte length of queue>:<queue>:):
 --   P:id:<id>       STRING id -> queue: the id index (the one cross-slot key)
---   P:{t}:j:<id>    HASH   the job record (field names: FIELDS in _redis_codec.py)
+--   P:{t}:j:<id>    HASH   the job record: m (the immutable fields, msgpack, built by
+--                          Python: see M below), p (payload), s (state), sq (seq), and
+--                          as they are set: a, rc, r (run_at once changed), wd, st, t,
+--                          le, w, f, x, res, er, pg, pm, cr, wt (see RECORD)
 --   P:{t}:n:<id>    LIST   "finished" notice for wait_job, 60 s TTL
 --   Q ready         ZSET   '%012x'(seq)..id -> (1000 - priority) * 2^42 + run_at in ms
 --   Q delayed       ZSET   id -> run_at                 (scheduled, retrying)
@@ -21,6 +24,10 @@
 --   Q keys          HASH   job key -> slots taken (running, queued or retrying)
 --   Q kb:<key>      LIST   ids blocked behind a full key, oldest first
 --   Q wake          LIST   wake-up hints for idle claims (at most 32 entries)
+--
+-- M, the decoded m field: 1 name, 2 kind, 3 priority, 4 key, 5 key_limit, 6 dedupe_key,
+-- 7 max_attempts, 8 max_recoveries, 9 result_ttl_s, 10 dead_ttl_s, 11 enqueued_at,
+-- 12 run_at, 13 due_at, 14 queue (nil where absent). requeue rewrites it.
 --
 -- Writes to sorted sets, counts and counters are collected in tables and written once
 -- per script by flush(): a claim of 100 jobs makes one ZADD, not 100. Nothing reads a
@@ -44,9 +51,15 @@ local function tag_of(q)
 end
 
 -- The queue's key base Q and the job/notice base P:{t}:.
+local BASES = {}
 local function bases(q)
-  local jb = P .. ':{' .. tag_of(q) .. '}:'
-  return jb .. 'q:' .. #q .. ':' .. q .. ':', jb
+  local b = BASES[q]
+  if not b then
+    local jb = P .. ':{' .. tag_of(q) .. '}:'
+    b = {jb .. 'q:' .. #q .. ':' .. q .. ':', jb}
+    BASES[q] = b
+  end
+  return b[1], b[2]
 end
 
 local function zset(key, member, score)
@@ -131,51 +144,52 @@ local function arrive(qb, id, name, enq, seq, state)
   zset(qb .. 'all', id, seq)
 end
 
--- Store one request. r is the tuple built by _redis_codec.pack_request:
--- {id, queue, name, enqueued_at, kind, priority, eta, key, key_limit, dedupe_key,
---  max_attempts, max_recoveries, max_depth, result_ttl_s, dead_ttl_s, payload index}.
+-- Store one request. r is the tuple built by _redis_codec.ArgPack.request:
+-- {id, queue, name, enqueued_at, priority, run_at, key, key_limit, dedupe_key, max_depth,
+--  ARGV index of m, ARGV index of the payload}; m and payload are those strings.
 -- Returns status, job id, depth (as EnqueueOutcome).
-local function admit(r, payload, bounded)
+local function admit(r, m, payload, bounded)
   local id, q = r[1], r[2]
   local ik = P .. ':id:' .. id
-  if redis.call('EXISTS', ik) == 1 then return 'duplicate', id, 0 end
+  if not redis.call('SET', ik, q, 'NX') then return 'duplicate', id, 0 end
   local qb, jb = bases(q)
-  local dk = r[10]
+  local dk = r[9]
   if dk then
     local holder = redis.call('HGET', qb .. 'dedupe', dk)
-    if holder then return 'duplicate', holder, 0 end
+    if holder then
+      redis.call('DEL', ik)
+      return 'duplicate', holder, 0
+    end
   end
-  if bounded and r[13] then
+  if bounded and r[10] then
     local depth = pending_depth(qb)
-    if depth >= r[13] then return 'full', id, depth end
+    if depth >= r[10] then
+      redis.call('DEL', ik)
+      return 'full', id, depth
+    end
   end
-  local enq = r[4]
-  local run_at = r[7] or enq
-  local kl = math.max(1, r[9])
   local seq = next_seq(qb)
-  local state = enter(qb, id, r[8], kl, r[6], run_at, seq)
-  local jk = jb .. 'j:' .. id
-  redis.call('HSET', jk, 'q', q, 'n', r[3], 'k', r[5], 'p', payload, 'pr', r[6], 'kl', kl,
-    'ma', r[11], 'mr', r[12], 'rt', r[14], 'dt', r[15], 'e', enq, 'r', run_at,
-    'du', math.max(run_at, enq), 's', state, 'a', 0, 'rc', 0, 'sq', seq, 'ad', NOW)
-  if r[8] then redis.call('HSET', jk, 'ky', r[8]) end
-  if dk then
-    redis.call('HSET', jk, 'dk', dk)
-    redis.call('HSET', qb .. 'dedupe', dk, id)
-  end
-  redis.call('SET', ik, q)
-  arrive(qb, id, r[3], enq, seq, state)
+  local state = enter(qb, id, r[7], r[8], r[5], r[6], seq)
+  redis.call('HSET', jb .. 'j:' .. id, 'm', m, 'p', payload, 's', state, 'sq', seq)
+  if dk then redis.call('HSET', qb .. 'dedupe', dk, id) end
+  arrive(qb, id, r[3], r[4], seq, state)
   return 'queued', id, 0
 end
 
 -- The fields a state change needs, as a table (false where absent).
-local LOAD = {'s', 't', 'le', 'n', 'e', 'dk', 'ky', 'kl', 'rt', 'dt', 'wt', 'st', 'sq', 'pr', 'r',
-  'a', 'rc', 'mr', 'w', 'cr', 'q'}
-local function load(jk)
-  local v = redis.call('HMGET', jk, unpack(LOAD))
+local LOAD = {'s', 't', 'le', 'm', 'st', 'sq', 'wt', 'a', 'rc', 'r', 'w'}
+-- n: how many of LOAD to read (settle's ack needs the first 7 only)
+local function load(jk, n)
+  n = n or #LOAD
+  local v = redis.call('HMGET', jk, unpack(LOAD, 1, n))
   local f = {}
-  for i, name in ipairs(LOAD) do f[name] = v[i] end
+  for i = 1, n do f[LOAD[i]] = v[i] end
+  if v[4] then f.M = cmsgpack.unpack(v[4]) end
   return f
+end
+
+local function run_at_of(f)
+  return tonumber(f.r or '') or f.M[12]
 end
 
 -- True while the delivery (token) still holds the job's lease (the fencing check).
@@ -191,7 +205,7 @@ local function leave(qb, id, f)
   elseif s == 'scheduled' or s == 'retrying' then
     zset(qb .. 'delayed', id, false)
   elseif s == 'blocked' then
-    redis.call('LREM', qb .. 'kb:' .. f.ky, 1, id)
+    redis.call('LREM', qb .. 'kb:' .. f.M[4], 1, id)
   elseif s == 'running' then
     zset(qb .. 'running', id, false)
   end
@@ -212,11 +226,12 @@ local function free_key(qb, jb, key, held_slot)
     local nxt = redis.call('LINDEX', kb, 0)
     if not nxt then break end
     local njk = jb .. 'j:' .. nxt
-    local v = redis.call('HMGET', njk, 'kl', 'pr', 'r', 'sq')
-    if active >= tonumber(v[1]) then break end
+    local v = redis.call('HMGET', njk, 'm', 'r', 'sq')
+    local M = cmsgpack.unpack(v[1])
+    if active >= M[5] then break end
     redis.call('LPOP', kb)
     active = active + 1
-    local state = place(qb, nxt, tonumber(v[2]), tonumber(v[3]), tonumber(v[4]))
+    local state = place(qb, nxt, M[3], tonumber(v[2] or '') or M[12], tonumber(v[3]))
     redis.call('HSET', njk, 's', state)
     cnt(qb, 'blocked', -1)
     cnt(qb, state, 1)
@@ -232,26 +247,27 @@ end
 local function finish(qb, jb, id, f, state)
   local jk = jb .. 'j:' .. id
   leave(qb, id, f)
-  local ttl = tonumber(state == 'dead' and f.dt or f.rt)
+  local M = f.M
+  local ttl = state == 'dead' and M[10] or M[9]
   local x = NOW + ttl
   redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x)
-  redis.call('HDEL', jk, 't', 'le')
   zset(qb .. 'expiring', FINAL_CODE[state] .. id, x)
   if state ~= 'cancelled' and f.st then zset(qb .. 'done', id, NOW) end
-  local enq, name = tonumber(f.e), f.n
+  local enq, name = M[11], M[1]
   ctr(qb, name, 'system_s', NOW - enq)
   ctr(qb, name, 'in_system', -1)
   ctr(qb, name, 'in_system_enq_s', EPOCH - enq)
   ctr(qb, name, state, 1)
   cnt(qb, f.s, -1)
   cnt(qb, state, 1)
-  if f.dk and redis.call('HGET', qb .. 'dedupe', f.dk) == id then
-    redis.call('HDEL', qb .. 'dedupe', f.dk)
+  if M[6] and redis.call('HGET', qb .. 'dedupe', M[6]) == id then
+    redis.call('HDEL', qb .. 'dedupe', M[6])
   end
-  if f.ky then free_key(qb, jb, f.ky, f.s ~= 'blocked') end
-  local net = math.ceil(ttl) + SAFETY_S
-  redis.call('EXPIRE', jk, net)
-  redis.call('EXPIRE', P .. ':id:' .. id, net)
+  if M[4] then free_key(qb, jb, M[4], f.s ~= 'blocked') end
+  -- The safety net covers the record (payload, result: the bulk of a job); the small
+  -- index entry and sorted-set members go with prune. (An EXPIRE costs as much as a
+  -- sorted-set write, so this one is on purpose.)
+  redis.call('EXPIRE', jk, math.ceil(ttl) + SAFETY_S)
   if f.wt then
     local nk = jb .. 'n:' .. id
     redis.call('RPUSH', nk, 1)
@@ -296,17 +312,17 @@ local function flush()
   WAKE = {}
 end
 
--- Enqueue follow-ups (or event deliveries) unbounded; r[16] is the ARGV index of each payload.
+-- Enqueue follow-ups unbounded.
 local function admit_all(reqs)
-  for _, r in ipairs(reqs) do admit(r, ARGV[r[16]], false) end
+  for _, r in ipairs(reqs) do admit(r, ARGV[r[11]], ARGV[r[12]], false) end
 end
 
--- A job record as the values of these fields, in this order (RECORD_FIELDS in Python).
-local RECORD = {'q', 'n', 'k', 's', 'p', 'pr', 'ky', 'dk', 'a', 'ma', 'rc', 'e', 'r', 'st', 'f',
-  'res', 'er', 'pg', 'pm', 'cr', 'w', 'le', 'sq', 'ad', 'du'}
+-- A job record as the values of these fields, in this order (job_record in Python).
+local RECORD = {'m', 's', 'p', 'a', 'rc', 'r', 'st', 'f', 'res', 'er', 'pg', 'pm', 'cr', 'w',
+  'le', 'sq'}
 local function record(jk)
   local rec = redis.call('HMGET', jk, unpack(RECORD))
-  if not rec[4] then return false end
+  if not rec[2] then return false end
   return rec
 end
 
@@ -349,7 +365,9 @@ end
 -- gk: the event's group keys (decoded JSON) or nil; they override its key per group.
 local function deliver(topic, group, spec, id, payload, enq, key, gk, suffix)
   if gk and gk[group] then key = gk[group] end
-  local r = {id .. ':' .. group .. suffix, group .. '@' .. topic, topic, enq, 'event', 0, nil,
-    key, 1, nil, spec.a, spec.r, nil, spec.rt, spec.dt}
-  admit(r, payload, false)
+  local queue = group .. '@' .. topic
+  -- a nil (no key, no dedupe key) makes cmsgpack write a map {1: .., 2: ..}: Python reads both
+  local m = cmsgpack.pack({topic, 'event', 0, key, 1, nil, spec.a, spec.r, spec.rt, spec.dt, enq,
+    enq, enq, queue})
+  admit({id .. ':' .. group .. suffix, queue, topic, enq, 0, enq, key, 1}, m, payload, false)
 end

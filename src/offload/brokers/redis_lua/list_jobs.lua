@@ -17,10 +17,11 @@ while scanned < budget and #out - 1 < want do
   if #ids == 0 then return out end
   for i = 1, #ids, 2 do
     local rec = record(jb .. 'j:' .. ids[i])
-    if rec then rec[26] = ids[i] end
     scanned = scanned + 1
     out[1] = ids[i + 1]
-    if rec and (state == '' or rec[4] == state) and (name == '' or rec[2] == name) then
+    if rec and (state == '' or rec[2] == state)
+        and (name == '' or cmsgpack.unpack(rec[1])[1] == name) then
+      rec[17] = ids[i]
       out[#out + 1] = rec
       if #out - 1 >= want then return out end
     end

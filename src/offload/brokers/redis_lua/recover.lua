@@ -16,18 +16,18 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', qb .. 'running', '-inf', NOW, 'L
     if f.s ~= 'running' then zset(qb .. 'running', id, false) end
   else
     n = n + 1
-    append_error(jk, '{"reason":"lease_expired","message":"' .. MESSAGE .. '","attempt":' .. f.a
+    append_error(jk, '{"reason":"lease_expired","message":"' .. MESSAGE .. '","attempt":' .. (f.a or '0')
       .. ',"at":' .. ARGV[2] .. ',"worker_id":' .. cjson.encode(f.w or '') .. '}')
-    if tonumber(f.rc) >= tonumber(f.mr) then
+    if tonumber(f.rc or '0') >= f.M[8] then
       finish(qb, jb, id, f, 'dead')
     else
       zset(qb .. 'running', id, false)
       redis.call('HDEL', jk, 't', 'le')
-      redis.call('HSET', jk, 's', 'queued', 'r', NOW, 'rc', tonumber(f.rc) + 1)
-      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(tonumber(f.pr), NOW))
-      zset(qb .. 'pend', id, tonumber(f.e))
+      redis.call('HSET', jk, 's', 'queued', 'r', NOW, 'rc', tonumber(f.rc or '0') + 1)
+      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(f.M[3], NOW))
+      zset(qb .. 'pend', id, f.M[11])
       WAKE[qb] = (WAKE[qb] or 0) + 1
-      ctr(qb, f.n, 'recovered', 1)
+      ctr(qb, f.M[1], 'recovered', 1)
       cnt(qb, 'running', -1)
       cnt(qb, 'queued', 1)
     end

@@ -19,20 +19,21 @@ for i = 3, #ARGV do
       cnt(qb, f.s, -1)
       redis.call('PERSIST', jk)
       redis.call('PERSIST', P .. ':id:' .. id)
-      redis.call('HDEL', jk, 'st', 'f', 'x', 'res', 'cr', 'wd', 't', 'le')
-      if f.dk then
-        local holder = redis.call('HGET', qb .. 'dedupe', f.dk)
+      redis.call('HDEL', jk, 'st', 'f', 'x', 'res', 'cr', 'wd', 't', 'le', 'r', 'a', 'rc')
+      local M = f.M
+      if M[6] then
+        local holder = redis.call('HGET', qb .. 'dedupe', M[6])
         if holder and holder ~= id then
-          redis.call('HDEL', jk, 'dk')
+          M[6] = nil -- another unfinished job holds the dedupe key now
         else
-          redis.call('HSET', qb .. 'dedupe', f.dk, id)
+          redis.call('HSET', qb .. 'dedupe', M[6], id)
         end
       end
+      M[11], M[12], M[13] = NOW, NOW, NOW
       local seq = next_seq(qb)
-      local state = enter(qb, id, f.ky or nil, tonumber(f.kl), tonumber(f.pr), NOW, seq)
-      redis.call('HSET', jk, 's', state, 'a', 0, 'rc', 0, 'e', NOW, 'r', NOW, 'du', NOW,
-        'sq', seq, 'ad', NOW)
-      arrive(qb, id, f.n, NOW, seq, state)
+      local state = enter(qb, id, M[4], M[5], M[3], NOW, seq)
+      redis.call('HSET', jk, 'm', cmsgpack.pack(M), 's', state, 'sq', seq)
+      arrive(qb, id, M[1], NOW, seq, state)
     end
   end
 end

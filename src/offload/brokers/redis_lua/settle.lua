@@ -13,7 +13,7 @@ local function requeue_later(qb, jb, id, f, jk, run_at, state)
   zset(qb .. 'running', id, false)
   redis.call('HDEL', jk, 't', 'le')
   redis.call('HSET', jk, 's', state, 'r', run_at)
-  zset(qb .. 'pend', id, tonumber(f.e))
+  zset(qb .. 'pend', id, f.M[11])
   cnt(qb, 'running', -1)
   cnt(qb, state, 1)
 end
@@ -29,20 +29,20 @@ local function apply(s, qb, jb, f)
     if run_at > NOW then state = 'scheduled' end
     WAKE[qb] = (WAKE[qb] or 0) + 1
     if state == 'queued' then
-      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(tonumber(f.pr), run_at))
+      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(f.M[3], run_at))
     else
       zset(qb .. 'delayed', id, run_at)
     end
     requeue_later(qb, jb, id, f, jk, run_at, state)
     return
   end
-  ctr(qb, f.n, 'service_s', NOW - tonumber(f.st or NOW))
+  ctr(qb, f.M[1], 'service_s', NOW - tonumber(f.st or NOW))
   if op == 'r' then
     append_error(jk, blob)
     local run_at = NOW + s[5]
     zset(qb .. 'delayed', id, run_at)
     WAKE[qb] = (WAKE[qb] or 0) + 1
-    ctr(qb, f.n, 'retried', 1)
+    ctr(qb, f.M[1], 'retried', 1)
     requeue_later(qb, jb, id, f, jk, run_at, 'retrying')
   elseif op == 'a' then
     if blob then redis.call('HSET', jk, 'res', blob) end
@@ -61,7 +61,7 @@ end
 local out = {}
 for i, s in ipairs(cmsgpack.unpack(ARGV[3])) do
   local qb, jb = bases(s[3])
-  local f = load(jb .. 'j:' .. s[2])
+  local f = load(jb .. 'j:' .. s[2], s[1] == 'l' and 11 or 7)
   if holds(f, s[4]) then
     apply(s, qb, jb, f)
     out[i] = 1

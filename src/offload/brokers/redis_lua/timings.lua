@@ -7,9 +7,13 @@ local qb, jb = bases(ARGV[3])
 local out = {}
 local ids = redis.call('ZREVRANGEBYSCORE', qb .. 'done', '+inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
 for _, id in ipairs(ids) do
-  local v = redis.call('HMGET', jb .. 'j:' .. id, 'n', 's', 'e', 'du', 'st', 'f')
-  if v[1] and v[5] and v[6] then
-    for j = 1, 6 do out[#out + 1] = v[j] end
+  local v = redis.call('HMGET', jb .. 'j:' .. id, 'm', 's', 'st', 'f')
+  if v[1] and v[3] and v[4] then
+    local M = cmsgpack.unpack(v[1])
+    local k = #out
+    out[k + 1], out[k + 2] = M[1], v[2]
+    out[k + 3], out[k + 4] = string.format('%.17g', M[11]), string.format('%.17g', M[13])
+    out[k + 5], out[k + 6] = v[3], v[4]
   end
 end
 return out
