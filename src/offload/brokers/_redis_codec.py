@@ -130,7 +130,7 @@ def deliveries(
 ) -> list[Delivery]:
     """Deliveries from claim.lua's reply: next due, then id, m, payload, attempts,
     recoveries per job."""
-    out = []
+    out: list[Delivery] = []
     for i in range(1, len(reply), 5):
         m = meta(reply[i + 1])
         out.append(
