@@ -8,6 +8,7 @@ so they see one consistent state.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -126,18 +127,26 @@ class AdminStore:
         """Newest first: each (queue, state) slice is an index walk, merged by arrival."""
         before = _parse_cursor(cursor)
         queues = [queue] if queue is not None else self.queues()
-        states = [state.value] if state is not None else [s.value for s in JobState]
+        sql = self._listing_for(state)
+        wanted = None if state is None else state.value
         rows = []
         for q in queues:
-            for s in states:
-                rows += self.con.execute(
-                    self.q.list_jobs, (q, s, before, name, limit + 1)
-                ).fetchall()
+            rows += self.con.execute(sql, (q, wanted, before, name, limit + 1)).fetchall()
         rows.sort(key=lambda r: r[0], reverse=True)
         page = rows[: max(0, limit)]
         more = len(rows) > limit
         next_cursor = str(page[-1][0]) if more and page else None
         return JobPage([record_of(r[1:]) for r in page], next_cursor)
+
+    def _listing_for(self, state: JobState | None) -> str:
+        """The listing statement whose index suits ``state`` (see queries.sql)."""
+        if state is None:
+            return self.q.list_jobs
+        if state in (JobState.DEAD, JobState.CANCELLED, JobState.BLOCKED):
+            return self.q.list_jobs_rare
+        if state is JobState.RUNNING:
+            return self.q.list_jobs_running
+        return self.q.list_jobs_walk
 
     def timings(self, queue: str, since: float, limit: int) -> list[Timing]:
         """Finished jobs of a queue since ``since``, newest first."""
@@ -148,11 +157,8 @@ class AdminStore:
         """Delete a queue's jobs in ``states`` (default: pending); running jobs stay."""
         wanted = {s.value for s in states} if states is not None else set(PENDING)
         wanted.discard(JobState.RUNNING.value)
-        ids = [
-            r[0]
-            for s in sorted(wanted)
-            for r in self.con.execute(self.q.queue_ids_in_state, (queue, s)).fetchall()
-        ]
+        rows = self.con.execute(self.q.queue_ids_in_states, (queue, json.dumps(sorted(wanted))))
+        ids = [r[0] for r in rows.fetchall()]
         return self.jobs.delete(tally, now, ids)
 
 

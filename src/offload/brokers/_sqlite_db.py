@@ -158,6 +158,10 @@ class Queries:
     extend: str
     set_progress: str
     ack: str
+    ack_batch_create: str
+    ack_batch_add: str
+    ack_batch: str
+    ack_batch_clear: str
     retry: str
     finish_running: str
     release: str
@@ -176,11 +180,14 @@ class Queries:
     requeue_job: str
     get_jobs: str
     list_jobs: str
+    list_jobs_walk: str
+    list_jobs_rare: str
+    list_jobs_running: str
     queues: str
     stats_of_queue: str
     oldest_pending: str
     timings: str
-    queue_ids_in_state: str
+    queue_ids_in_states: str
     topic_get: str
     topic_upsert: str
     topic_create: str
@@ -280,6 +287,7 @@ class Database:
         self.url = url
         self.clock = clock
         self.cur = con.cursor()
+        self._synchronous: str = settings.synchronous
 
     @classmethod
     def open(
@@ -321,12 +329,19 @@ class Database:
 
     # ------------------------------------------------------------------ transactions
 
-    def write(self, body: Callable[[float], T]) -> T:
+    def write(self, body: Callable[[float], T], *, durable: bool = True) -> T:
         """Run ``body(now)`` in one ``BEGIN IMMEDIATE`` transaction and commit it.
 
         ``now`` is read from the clock after the write lock is held, so a wait for the
         lock never makes a lease check use a stale instant.
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL``
+        for this transaction). Only for writes whose loss in a power cut at-least-once
+        delivery absorbs (a claim or a lease extension: the job just runs again); the next
+        durable commit's fsync makes them durable too, as the WAL only ever keeps a
+        consistent prefix.
         """
+        self._set_synchronous(self.settings.synchronous if durable else "NORMAL")
         return self._transaction("BEGIN IMMEDIATE", body)
 
     def snapshot(self, body: Callable[[float], T]) -> T:
@@ -348,6 +363,14 @@ class Database:
         except sqlite3.Error as exc:
             raise map_error(exc, self.settings, self.url) from exc
         return out
+
+    def _set_synchronous(self, level: str) -> None:
+        if level != self._synchronous:
+            try:
+                self.con.execute(f"PRAGMA synchronous={level}")
+            except sqlite3.Error as exc:
+                raise map_error(exc, self.settings, self.url) from exc
+            self._synchronous = level
 
     def read(self, body: Callable[[], T]) -> T:
         """Run read-only statements (each its own snapshot), mapping driver errors."""

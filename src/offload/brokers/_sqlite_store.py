@@ -10,6 +10,7 @@ objects. It runs on the broker's database thread, never on the event loop.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from zlib import adler32, crc32
 
 import msgspec
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from offload.brokers._sqlite_tally import Tally
     from offload.brokers.base import EnqueueRequest, Settlement
 
-__all__ = ["JobStore", "ids_json", "record_of"]
+__all__ = ["JobStore", "id_hash", "ids_json", "record_of"]
 
 PENDING = frozenset({"scheduled", "queued", "blocked", "retrying"})
 FINAL = frozenset({"succeeded", "dead", "cancelled"})
@@ -42,17 +43,28 @@ FINAL = frozenset({"succeeded", "dead", "cancelled"})
 #: at once (the rest follow on the next claims, oldest due first).
 PROMOTE_LIMIT = 5000
 _BLOCKED_BATCH = 100
+#: Below this many acks, one UPDATE per ack is cheaper than the set-based statement.
+_ACK_BATCH_MIN = 4
 _LEASE_EXPIRED = "the worker stopped renewing its lease (crashed, killed or hung)"
 
+_HALF = 1 << 63
 _errors_decoder = msgspec.json.Decoder(list[ErrorRecord])
 _encoder = msgspec.json.Encoder()
 
 Keys = set[tuple[str, str]]
 
 
+def id_hash(job_id: str) -> int:
+    """The signed 64-bit key of ``jobs_id``: crc32 (which spreads ids over the index) and
+    adler32 side by side. Collisions cost only a row read; every lookup compares the id."""
+    raw = job_id.encode()
+    return (crc32(raw) << 32 | adler32(raw)) - _HALF
+
+
 def ids_json(ids: Sequence[str]) -> str:
-    """Ids as one JSON array parameter (joined with ``json_each``: one statement, any size)."""
-    return _encoder.encode(list(ids)).decode()
+    """Ids as one JSON array of [id_hash, id] pairs (joined with ``json_each``: one
+    statement for any number of ids)."""
+    return _encoder.encode([(id_hash(i), i) for i in ids]).decode()
 
 
 def _error_json(error: ErrorRecord | None) -> str | None:
@@ -136,6 +148,7 @@ class JobStore:
         self.con = db.con
         self.cur = db.con.cursor()
         self.q = queries
+        self.con.execute(queries.ack_batch_create)
 
     # ------------------------------------------------------------------ enqueue
 
@@ -145,17 +158,16 @@ class JobStore:
         """Store jobs; each gets its own outcome (duplicate / full / queued)."""
         if not requests:
             return []
-        seen = {
-            r[0]
-            for r in self.con.execute(self.q.existing_ids, (ids_json([r.id for r in requests]),))
-        }
+        hashes = [id_hash(r.id) for r in requests]
+        pairs = _encoder.encode([(h, r.id) for h, r in zip(hashes, requests, strict=True)])
+        seen = {r[0] for r in self.con.execute(self.q.existing_ids, (pairs.decode(),))}
         adm = _Admission(self)
         rows: list[tuple[Any, ...]] = []
         out = []
-        for req in requests:
+        for req, h in zip(requests, hashes, strict=True):
             outcome = self._refusal(req, seen, adm, bounded)
             if outcome is None:
-                rows.append(self._admit(tally, now, req, adm))
+                rows.append(self._admit(tally, now, req, h, adm))
                 seen.add(req.id)
                 outcome = EnqueueOutcome("queued", req.id)
             out.append(outcome)
@@ -179,7 +191,9 @@ class JobStore:
         return None
 
     @staticmethod
-    def _admit(tally: Tally, now: float, req: EnqueueRequest, adm: _Admission) -> tuple[Any, ...]:
+    def _admit(
+        tally: Tally, now: float, req: EnqueueRequest, h: int, adm: _Admission
+    ) -> tuple[Any, ...]:
         run_at = req.eta if req.eta is not None else req.enqueued_at
         state = "scheduled" if run_at > now else "queued"
         if req.key is not None:
@@ -204,6 +218,7 @@ class JobStore:
             req.result_ttl_s,
             req.dead_ttl_s,
             req.payload,
+            h,
         )
 
     # ------------------------------------------------------------------ claim
@@ -314,7 +329,7 @@ class JobStore:
         out = []
         for d in deliveries:
             row = self.cur.execute(
-                self.q.extend, (d.job_id, d.lease_token, now, expires)
+                self.q.extend, (d.job_id, d.lease_token, now, expires, id_hash(d.job_id))
             ).fetchone()
             if row is None:
                 out.append((LeaseState.LOST, d.lease_expires))
@@ -324,7 +339,10 @@ class JobStore:
 
     def set_progress(self, now: float, d: Delivery, value: float, message: str | None) -> bool:
         """Record progress while the lease holds."""
-        self.cur.execute(self.q.set_progress, (d.job_id, d.lease_token, now, value, message))
+        self.cur.execute(
+            self.q.set_progress,
+            (d.job_id, d.lease_token, now, value, message, id_hash(d.job_id)),
+        )
         return self.cur.rowcount == 1
 
     # ------------------------------------------------------------------ settle
@@ -332,30 +350,59 @@ class JobStore:
     def settle(self, tally: Tally, now: float, settlements: Sequence[Settlement]) -> list[bool]:
         """Record outcomes, each fenced on its own; frees key slots once per batch."""
         keys: Keys = set()
-        out = [self._settle_one(tally, now, s, keys) for s in settlements]
+        if _plain_acks(settlements):
+            out = self._ack_batch(tally, now, settlements, keys)
+        else:
+            out = [self._settle_one(tally, now, s, keys) for s in settlements]
         if keys:
             self.release_keys(tally, now, keys)
         return out
 
+    def _ack_batch(
+        self, tally: Tally, now: float, acks: Sequence[Settlement], keys: Keys
+    ) -> list[bool]:
+        """A batch of plain acks as one set-based statement (the worker's common case)."""
+        cur, q = self.cur, self.q
+        cur.executemany(
+            q.ack_batch_add,
+            [
+                (d.job_id, d.lease_token, s.result, id_hash(d.job_id))
+                for s in acks
+                if isinstance(s, Ack) and (d := s.delivery) is not None
+            ],
+        )
+        rows = cur.execute(q.ack_batch, (now,)).fetchall()
+        cur.execute(q.ack_batch_clear)
+        for _id, queue, name, key, enqueued_at, started_at in rows:
+            tally.row(queue, name)[SERVICE_S] += now - started_at
+            tally.finished(queue, name, "running", "succeeded", enqueued_at, now)
+            if key is not None:
+                keys.add((queue, key))
+        done = {r[0] for r in rows}
+        return [s.delivery.job_id in done for s in acks]
+
     def _settle_one(self, tally: Tally, now: float, s: Settlement, keys: Keys) -> bool:
         d = s.delivery
         head = (d.job_id, d.lease_token, now)
+        h = id_hash(d.job_id)
         cur, q = self.cur, self.q
         if isinstance(s, Release):
-            row = cur.execute(q.release, (*head, now + s.delay_s)).fetchone()
+            row = cur.execute(q.release, (*head, now + s.delay_s, h)).fetchone()
             if row is not None:
                 placed = "scheduled" if now + s.delay_s > now else "queued"
                 tally.move(row[0], row[1], "running", placed)
             return row is not None
         if isinstance(s, Ack):
-            row = cur.execute(q.ack, (*head, s.result)).fetchone()
+            row = cur.execute(q.ack, (*head, s.result, h)).fetchone()
             final = "succeeded"
         elif isinstance(s, RetryLater):
-            row = cur.execute(q.retry, (*head, now + s.delay_s, _error_json(s.error))).fetchone()
+            error = _error_json(s.error)
+            row = cur.execute(q.retry, (*head, now + s.delay_s, error, h)).fetchone()
             final = "retrying"
         else:
             final = "dead" if isinstance(s, Bury) else "cancelled"
-            row = cur.execute(q.finish_running, (*head, final, _error_json(s.error))).fetchone()
+            error = _error_json(s.error)
+            row = cur.execute(q.finish_running, (*head, final, error, h)).fetchone()
         if row is None:
             return False
         self._settled(tally, now, s, final, row, keys)
@@ -427,7 +474,7 @@ class JobStore:
         keys: Keys = set()
         out: list[JobState | None] = []
         for job_id in job_ids:
-            row = self.con.execute(self.q.job_brief, (job_id,)).fetchone()
+            row = self._brief(job_id)
             if row is None:
                 out.append(None)
                 continue
@@ -440,6 +487,9 @@ class JobStore:
         if keys:
             self.release_keys(tally, now, keys)
         return out
+
+    def _brief(self, job_id: str) -> Any:
+        return self.con.execute(self.q.job_brief, (job_id, id_hash(job_id))).fetchone()
 
     def _finish_pending(self, tally: Tally, now: float, row: Any, final: str, keys: Keys) -> str:
         seq, queue, name, state, key, enqueued_at = row[:6]
@@ -454,7 +504,7 @@ class JobStore:
         keys: Keys = set()
         n = 0
         for job_id in job_ids:
-            row = self.con.execute(self.q.job_brief, (job_id,)).fetchone()
+            row = self._brief(job_id)
             if row is None or row[3] == "running":
                 continue
             state = row[3]
@@ -472,7 +522,7 @@ class JobStore:
         next_seq = self.con.execute(self.q.max_seq).fetchone()[0]
         n = 0
         for job_id in job_ids:
-            row = self.con.execute(self.q.job_brief, (job_id,)).fetchone()
+            row = self._brief(job_id)
             if row is None or row[3] not in ("dead", "cancelled"):
                 continue
             seq, queue, name, state, key, _enq, dedupe_key, key_limit = row
@@ -498,6 +548,18 @@ class JobStore:
         rows = self.con.execute(self.q.get_jobs, (ids_json(job_ids),)).fetchall()
         found = {r[0]: record_of(r) for r in rows}
         return [found.get(i) for i in job_ids]
+
+
+def _plain_acks(settlements: Sequence[Settlement]) -> bool:
+    """Several acks without follow-ups, each of a different job: one statement does them."""
+    if len(settlements) < _ACK_BATCH_MIN:
+        return False
+    ids = set()
+    for s in settlements:
+        if type(s) is not Ack or s.follow_ups:
+            return False
+        ids.add(s.delivery.job_id)
+    return len(ids) == len(settlements)
 
 
 def _claim_order(row: Any) -> tuple[int, float, int]:

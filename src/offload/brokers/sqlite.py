@@ -100,6 +100,7 @@ class SqliteBroker(BrokerBase):
         self._admin: AdminStore | None = None
         self._hub: WakeHub | None = None
         self._rr = 0
+        self._busy = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -179,7 +180,12 @@ class SqliteBroker(BrokerBase):
         """Run ``body(tally, now)`` as one write transaction; ping waiters if ``wake``."""
         return await self._call(self._run_tx, body, wake)
 
-    def _run_tx(self, body: Callable[[Tally, float], T], wake: bool | Callable[[T], bool]) -> T:
+    def _run_tx(
+        self,
+        body: Callable[[Tally, float], T],
+        wake: bool | Callable[[T], bool],
+        durable: bool = True,
+    ) -> T:
         jobs, _, _, hub = self._parts()
         tally = Tally()
 
@@ -188,7 +194,7 @@ class SqliteBroker(BrokerBase):
             tally.flush(jobs.cur, jobs.q.upsert_stats)
             return out
 
-        out = self._open_db().write(transaction)
+        out = self._open_db().write(transaction, durable=durable)
         if wake is True or (callable(wake) and wake(out)):
             hub.ping()
         return out
@@ -275,10 +281,20 @@ class SqliteBroker(BrokerBase):
         seen = db.data_version()
         start = self._rr
         self._rr += 1
-        if limit > 0 and queues and db.read(lambda: jobs.has_work(queues, self.clock.now())):
+        # While claims find work, go straight for the write lock; once one comes back
+        # empty, look first with a read that takes no lock, so idle pollers never queue
+        # behind (or block) the writers.
+        if (
+            limit > 0
+            and queues
+            and (self._busy or db.read(lambda: jobs.has_work(queues, self.clock.now())))
+        ):
             got = self._run_tx(
-                lambda t, now: jobs.claim(t, now, queues, worker_id, limit, lease_s, start), False
+                lambda t, now: jobs.claim(t, now, queues, worker_id, limit, lease_s, start),
+                wake=False,
+                durable=False,
             )
+            self._busy = bool(got)
             if got:
                 return got, seen, None
         return [], seen, db.read(jobs.next_due)
@@ -287,7 +303,9 @@ class SqliteBroker(BrokerBase):
         """Renew leases in one transaction; report lost leases and cancel requests."""
         ds = list(deliveries)
         jobs = self._parts()[0]
-        answers = await self._tx(lambda _t, now: jobs.extend(now, ds, lease_s))
+        answers = await self._call(
+            self._run_tx, lambda _t, now: jobs.extend(now, ds, lease_s), False, False
+        )
         for d, (_, expires) in zip(ds, answers, strict=True):
             d.lease_expires = expires
         return [state for state, _ in answers]

@@ -13,14 +13,17 @@
 -- ======================================================================= enqueue
 
 -- name: existing_ids
--- Ids of the batch that already exist. ?1 JSON array of ids.
-SELECT j.id FROM json_each(?1) AS e JOIN jobs AS j ON j.id = e.value;
+-- Ids of the batch that already exist. ?1 JSON array of [id_hash, id] pairs.
+SELECT j.id FROM json_each(?1) AS e
+JOIN jobs AS j ON j.id_hash = e.value ->> 0 AND j.id = e.value ->> 1;
 
 -- name: dedupe_holder
 -- The unfinished job holding a dedupe key. ?1 queue, ?2 dedupe key.
-SELECT id FROM jobs
+SELECT id FROM jobs INDEXED BY jobs_dedupe
 WHERE queue = ?1 AND dedupe_key = ?2
-  AND state IN ('scheduled', 'queued', 'blocked', 'running', 'retrying');
+  AND dedupe_key IS NOT NULL
+  AND (state = 'scheduled' OR state = 'queued' OR state = 'blocked'
+       OR state = 'running' OR state = 'retrying');
 
 -- name: queue_pending
 -- A queue's pending jobs (what max_depth bounds), from the stats table. ?1 queue.
@@ -38,11 +41,11 @@ WHERE queue = ?1 AND key = ?2
 -- name: insert_job
 -- ?1 id, ?2 queue, ?3 state, ?4 priority, ?5 run_at, ?6 name, ?7 kind, ?8 enqueued_at,
 -- ?9 due_at, ?10 key, ?11 key_limit, ?12 dedupe_key, ?13 max_attempts, ?14 max_recoveries,
--- ?15 result_ttl_s, ?16 dead_ttl_s, ?17 payload.
+-- ?15 result_ttl_s, ?16 dead_ttl_s, ?17 payload, ?18 id_hash.
 INSERT INTO jobs (
     id, queue, state, priority, run_at, name, kind, enqueued_at, due_at, key, key_limit,
-    dedupe_key, max_attempts, max_recoveries, result_ttl_s, dead_ttl_s, payload
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17);
+    dedupe_key, max_attempts, max_recoveries, result_ttl_s, dead_ttl_s, payload, id_hash
+) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18);
 
 -- name: upsert_stats
 -- Add deltas to one (queue, task) row of stats. ?1 queue, ?2 name, ?3..?23 the deltas in
@@ -84,23 +87,26 @@ ON CONFLICT (queue, name) DO UPDATE SET
 
 -- name: queue_has_work
 -- Read-only probe before taking the write lock. ?1 queue.
-SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND state = 'queued');
+SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND state = 'queued');
 
 -- name: any_due
 -- Read-only probe: is a delayed job due? ?1 now.
-SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'scheduled' AND run_at <= ?1)
-    OR EXISTS (SELECT 1 FROM jobs WHERE state = 'retrying' AND run_at <= ?1);
+SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_scheduled
+               WHERE state = 'scheduled' AND run_at <= ?1)
+    OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_retrying
+               WHERE state = 'retrying' AND run_at <= ?1);
 
 -- name: next_due
 -- When the next delayed job falls due (NULL for none of that state).
-SELECT (SELECT min(run_at) FROM jobs WHERE state = 'scheduled'),
-       (SELECT min(run_at) FROM jobs WHERE state = 'retrying');
+SELECT (SELECT min(run_at) FROM jobs INDEXED BY jobs_scheduled WHERE state = 'scheduled'),
+       (SELECT min(run_at) FROM jobs INDEXED BY jobs_retrying WHERE state = 'retrying');
 
 -- name: promote_scheduled
 -- Due scheduled jobs become queued, oldest due first. ?1 now, ?2 at most this many.
 UPDATE jobs SET state = 'queued'
 WHERE seq IN (
-    SELECT seq FROM jobs WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2
+    SELECT seq FROM jobs INDEXED BY jobs_scheduled
+    WHERE state = 'scheduled' AND run_at <= ?1 ORDER BY run_at LIMIT ?2
 )
 RETURNING queue, name;
 
@@ -108,7 +114,8 @@ RETURNING queue, name;
 -- Due retrying jobs become queued. ?1 now, ?2 at most this many.
 UPDATE jobs SET state = 'queued'
 WHERE seq IN (
-    SELECT seq FROM jobs WHERE state = 'retrying' AND run_at <= ?1 ORDER BY run_at LIMIT ?2
+    SELECT seq FROM jobs INDEXED BY jobs_retrying
+    WHERE state = 'retrying' AND run_at <= ?1 ORDER BY run_at LIMIT ?2
 )
 RETURNING queue, name;
 
@@ -125,7 +132,7 @@ UPDATE jobs SET
     started_at = ?2,
     worker_id = ?4
 WHERE seq IN (
-    SELECT seq FROM jobs
+    SELECT seq FROM jobs INDEXED BY jobs_ready
     WHERE queue = ?1 AND state = 'queued'
     ORDER BY priority DESC, run_at, seq
     LIMIT ?5
@@ -136,55 +143,88 @@ RETURNING seq, id, name, kind, payload, attempts, max_attempts, recoveries, leas
 
 -- ======================================================================= leases and settlement
 -- Fencing: a statement changes a job only while it is running under the caller's lease
--- token and the lease has not expired (lease_expires > now).
+-- token and the lease has not expired (lease_expires > now). Jobs are found by
+-- (id_hash, id): the hash walks the small index, the id confirms the match.
 
 -- name: extend
--- ?1 id, ?2 token, ?3 now, ?4 new expiry.
+-- ?1 id, ?2 token, ?3 now, ?4 new expiry. ?5 id_hash.
 UPDATE jobs SET lease_expires = ?4
-WHERE id = ?1 AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
+WHERE id_hash = ?5 AND id = ?1
+  AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING cancel_requested;
 
 -- name: set_progress
--- ?1 id, ?2 token, ?3 now, ?4 progress, ?5 message.
+-- ?1 id, ?2 token, ?3 now, ?4 progress, ?5 message. ?6 id_hash.
 UPDATE jobs SET progress = ?4, progress_message = ?5
-WHERE id = ?1 AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3;
+WHERE id_hash = ?6 AND id = ?1
+  AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3;
 
 -- name: ack
--- Succeeded, with its result. ?1 id, ?2 token, ?3 now, ?4 result.
+-- Succeeded, with its result. ?1 id, ?2 token, ?3 now, ?4 result. ?5 id_hash.
 UPDATE jobs SET
     state = 'succeeded', result = ?4, finished_at = ?3, expires_at = ?3 + result_ttl_s,
     lease_token = NULL, lease_expires = NULL
-WHERE id = ?1 AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
+WHERE id_hash = ?5 AND id = ?1
+  AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
+-- name: ack_batch_create
+-- The per-connection scratch table of a batch of plain acks (temp: never on disk).
+CREATE TEMP TABLE IF NOT EXISTS ack_batch (
+    id_hash INTEGER NOT NULL, id TEXT NOT NULL, token INTEGER NOT NULL, result BLOB
+);
+
+-- name: ack_batch_add
+-- ?1 id, ?2 token, ?3 result, ?4 id_hash.
+INSERT INTO temp.ack_batch (id, token, result, id_hash) VALUES (?1, ?2, ?3, ?4);
+
+-- name: ack_batch
+-- Ack every job of temp.ack_batch whose lease still holds, in one statement (the fencing
+-- of "ack", row by row). ?1 now. RETURNING the jobs that were settled.
+UPDATE jobs SET
+    state = 'succeeded', result = b.result, finished_at = ?1, expires_at = ?1 + result_ttl_s,
+    lease_token = NULL, lease_expires = NULL
+FROM temp.ack_batch AS b
+WHERE jobs.id_hash = b.id_hash AND jobs.id = b.id
+  AND jobs.state = 'running' AND jobs.lease_token = b.token
+  AND jobs.lease_expires > ?1
+RETURNING jobs.id, jobs.queue, jobs.name, jobs.key, jobs.enqueued_at, jobs.started_at;
+
+-- name: ack_batch_clear
+DELETE FROM temp.ack_batch;
+
 -- name: retry
--- Failed attempt, to run again at ?4. ?1 id, ?2 token, ?3 now, ?5 error (JSON object).
+-- Failed attempt, to run again at ?4. ?1 id, ?2 token, ?3 now, ?5 error (JSON object),
+-- ?6 id_hash.
 UPDATE jobs SET
     state = 'retrying', run_at = ?4,
     errors = json_insert(coalesce(errors, '[]'), '$[#]', json(?5)),
     lease_token = NULL, lease_expires = NULL
-WHERE id = ?1 AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
+WHERE id_hash = ?6 AND id = ?1
+  AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
 -- name: finish_running
 -- Dead (?4 = 'dead') or cancelled (?4 = 'cancelled'), with an optional error ?5 (JSON
--- object or NULL). ?1 id, ?2 token, ?3 now.
+-- object or NULL). ?1 id, ?2 token, ?3 now, ?6 id_hash.
 UPDATE jobs SET
     state = ?4, finished_at = ?3,
     expires_at = ?3 + CASE WHEN ?4 = 'dead' THEN dead_ttl_s ELSE result_ttl_s END,
     errors = CASE WHEN ?5 IS NULL THEN errors
                   ELSE json_insert(coalesce(errors, '[]'), '$[#]', json(?5)) END,
     lease_token = NULL, lease_expires = NULL
-WHERE id = ?1 AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
+WHERE id_hash = ?6 AND id = ?1
+  AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
 -- name: release
 -- Given back unrun, due at ?4 (queued if due now, else scheduled), the attempt not counted.
--- ?1 id, ?2 token, ?3 now.
+-- ?1 id, ?2 token, ?3 now, ?5 id_hash.
 UPDATE jobs SET
     state = CASE WHEN ?4 > ?3 THEN 'scheduled' ELSE 'queued' END, run_at = ?4,
     attempts = attempts - 1, lease_token = NULL, lease_expires = NULL
-WHERE id = ?1 AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
+WHERE id_hash = ?5 AND id = ?1
+  AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
 -- name: key_active
@@ -220,7 +260,7 @@ UPDATE jobs SET
         'worker_id', coalesce(worker_id, ''))),
     lease_token = NULL, lease_expires = NULL
 WHERE seq IN (
-    SELECT seq FROM jobs
+    SELECT seq FROM jobs INDEXED BY jobs_leases
     WHERE state = 'running' AND lease_expires <= ?1
     ORDER BY lease_expires LIMIT ?3
 )
@@ -230,7 +270,7 @@ RETURNING queue, name, state, key, enqueued_at;
 -- Final jobs past their TTL. ?1 now, ?2 at most this many.
 DELETE FROM jobs
 WHERE seq IN (
-    SELECT seq FROM jobs
+    SELECT seq FROM jobs INDEXED BY jobs_expiry
     WHERE expires_at IS NOT NULL AND expires_at <= ?1
     ORDER BY expires_at LIMIT ?2
 )
@@ -245,8 +285,9 @@ DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1;
 DELETE FROM workers WHERE expires_at <= ?1;
 
 -- name: job_brief
--- ?1 id.
-SELECT seq, queue, name, state, key, enqueued_at, dedupe_key, key_limit FROM jobs WHERE id = ?1;
+-- ?1 id, ?2 id_hash.
+SELECT seq, queue, name, state, key, enqueued_at, dedupe_key, key_limit FROM jobs
+WHERE id_hash = ?2 AND id = ?1;
 
 -- name: finish_pending
 -- A job that is not running ends in state ?2 at ?3. ?1 seq.
@@ -279,22 +320,56 @@ WHERE seq = ?1;
 -- ======================================================================= results
 
 -- name: get_jobs
--- Full records of the ids in JSON array ?1.
+-- Full records of the jobs in JSON array ?1 of [id_hash, id] pairs.
 SELECT j.id, j.queue, j.name, j.kind, j.state, j.payload, j.priority, j.key, j.dedupe_key,
        j.attempts, j.max_attempts, j.recoveries, j.enqueued_at, j.run_at, j.started_at,
        j.finished_at, j.result, j.errors, j.progress, j.progress_message,
        j.cancel_requested, j.worker_id, j.lease_expires
-FROM json_each(?1) AS e JOIN jobs AS j ON j.id = e.value;
+FROM json_each(?1) AS e
+JOIN jobs AS j ON j.id_hash = e.value ->> 0 AND j.id = e.value ->> 1;
 
 -- name: list_jobs
--- One (queue, state) slice of a listing, newest first. ?1 queue, ?2 state,
--- ?3 only seq below this, ?4 task name or NULL for any, ?5 at most this many.
+-- A queue's jobs in any state, newest first. ?1 queue, ?2 unused (NULL), ?3 only seq
+-- below this, ?4 task name or NULL for any, ?5 at most this many.
 SELECT j.seq, j.id, j.queue, j.name, j.kind, j.state, j.payload, j.priority, j.key,
        j.dedupe_key, j.attempts, j.max_attempts, j.recoveries, j.enqueued_at, j.run_at,
        j.started_at, j.finished_at, j.result, j.errors, j.progress, j.progress_message,
        j.cancel_requested, j.worker_id, j.lease_expires
-FROM jobs AS j
+FROM jobs AS j INDEXED BY jobs_queue
+WHERE j.queue = ?1 AND ?2 IS NULL AND j.seq < ?3 AND (?4 IS NULL OR j.name = ?4)
+ORDER BY j.seq DESC LIMIT ?5;
+
+-- name: list_jobs_walk
+-- A queue's jobs in state ?2 by walking its jobs newest first: quick for the states of
+-- recent jobs (queued, scheduled, retrying, succeeded). Parameters as list_jobs.
+SELECT j.seq, j.id, j.queue, j.name, j.kind, j.state, j.payload, j.priority, j.key,
+       j.dedupe_key, j.attempts, j.max_attempts, j.recoveries, j.enqueued_at, j.run_at,
+       j.started_at, j.finished_at, j.result, j.errors, j.progress, j.progress_message,
+       j.cancel_requested, j.worker_id, j.lease_expires
+FROM jobs AS j INDEXED BY jobs_queue
 WHERE j.queue = ?1 AND j.state = ?2 AND j.seq < ?3 AND (?4 IS NULL OR j.name = ?4)
+ORDER BY j.seq DESC LIMIT ?5;
+
+-- name: list_jobs_rare
+-- A queue's dead, cancelled or blocked jobs (?2), from their own index.
+SELECT j.seq, j.id, j.queue, j.name, j.kind, j.state, j.payload, j.priority, j.key,
+       j.dedupe_key, j.attempts, j.max_attempts, j.recoveries, j.enqueued_at, j.run_at,
+       j.started_at, j.finished_at, j.result, j.errors, j.progress, j.progress_message,
+       j.cancel_requested, j.worker_id, j.lease_expires
+FROM jobs AS j INDEXED BY jobs_rare
+WHERE (j.state = 'dead' OR j.state = 'cancelled' OR j.state = 'blocked')
+  AND j.queue = ?1 AND j.state = ?2 AND j.seq < ?3 AND (?4 IS NULL OR j.name = ?4)
+ORDER BY j.seq DESC LIMIT ?5;
+
+-- name: list_jobs_running
+-- A queue's running jobs (?2 = 'running'), from the lease index (few rows, sorted here).
+SELECT j.seq, j.id, j.queue, j.name, j.kind, j.state, j.payload, j.priority, j.key,
+       j.dedupe_key, j.attempts, j.max_attempts, j.recoveries, j.enqueued_at, j.run_at,
+       j.started_at, j.finished_at, j.result, j.errors, j.progress, j.progress_message,
+       j.cancel_requested, j.worker_id, j.lease_expires
+FROM jobs AS j INDEXED BY jobs_leases
+WHERE j.state = 'running'
+  AND j.queue = ?1 AND ?2 = 'running' AND j.seq < ?3 AND (?4 IS NULL OR j.name = ?4)
 ORDER BY j.seq DESC LIMIT ?5;
 
 
@@ -308,19 +383,22 @@ SELECT DISTINCT queue FROM stats ORDER BY queue;
 SELECT * FROM stats WHERE queue = ?1;
 
 -- name: oldest_pending
--- When the queue's earliest-arrived pending job was enqueued. ?1 queue.
+-- When the queue's oldest pending job was enqueued: each pending state from its own
+-- index (a walk over that state's jobs; stats are for dashboards, not the hot path).
+-- ?1 queue.
 SELECT min(e) FROM (
-    SELECT (SELECT enqueued_at FROM jobs
-            WHERE queue = ?1 AND state = 'scheduled' ORDER BY seq LIMIT 1) AS e
+    SELECT (SELECT min(enqueued_at) FROM jobs INDEXED BY jobs_ready
+            WHERE queue = ?1 AND state = 'queued') AS e
     UNION ALL
-    SELECT (SELECT enqueued_at FROM jobs
-            WHERE queue = ?1 AND state = 'queued' ORDER BY seq LIMIT 1)
+    SELECT (SELECT min(enqueued_at) FROM jobs INDEXED BY jobs_scheduled
+            WHERE state = 'scheduled' AND queue = ?1)
     UNION ALL
-    SELECT (SELECT enqueued_at FROM jobs
-            WHERE queue = ?1 AND state = 'blocked' ORDER BY seq LIMIT 1)
+    SELECT (SELECT min(enqueued_at) FROM jobs INDEXED BY jobs_retrying
+            WHERE state = 'retrying' AND queue = ?1)
     UNION ALL
-    SELECT (SELECT enqueued_at FROM jobs
-            WHERE queue = ?1 AND state = 'retrying' ORDER BY seq LIMIT 1)
+    SELECT (SELECT min(enqueued_at) FROM jobs INDEXED BY jobs_rare
+            WHERE (state = 'dead' OR state = 'cancelled' OR state = 'blocked')
+              AND queue = ?1 AND state = 'blocked')
 );
 
 -- name: timings
@@ -330,9 +408,10 @@ WHERE queue = ?1 AND finished_at IS NOT NULL AND finished_at >= ?2
   AND state IN ('succeeded', 'dead') AND started_at IS NOT NULL
 ORDER BY finished_at DESC LIMIT ?3;
 
--- name: queue_ids_in_state
--- ?1 queue, ?2 state.
-SELECT id FROM jobs WHERE queue = ?1 AND state = ?2;
+-- name: queue_ids_in_states
+-- A queue's jobs in the states of JSON array ?2 (a purge). ?1 queue.
+SELECT id FROM jobs INDEXED BY jobs_queue
+WHERE queue = ?1 AND state IN (SELECT value FROM json_each(?2));
 
 
 -- ======================================================================= topics
