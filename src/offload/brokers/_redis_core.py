@@ -43,7 +43,7 @@ class RedisCore(BrokerBase):
         self._prefix = self.settings.prefix
         self._keys = Keys(self._prefix)
         self._boundary = Boundary(url, self._prefix)
-        self._client = make_client(self.settings)
+        self._client, self._sentinels = make_client(self.settings)
         self._scripts = load_scripts(self._client)
         self._registered: dict[str, float] = {}
         self._opened = False
@@ -87,6 +87,8 @@ class RedisCore(BrokerBase):
         self._opened = False
         with self._boundary:
             await self._client.aclose()
+            for sentinel in self._sentinels:
+                await sentinel.aclose()
 
     # ------------------------------------------------------------------ helpers
 

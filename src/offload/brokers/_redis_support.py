@@ -157,8 +157,9 @@ def _sentinel_settings(
     )
 
 
-def make_client(settings: RedisSettings) -> aioredis.Redis:
-    """A redis-py asyncio client that fails fast and reconnects on the next call.
+def make_client(settings: RedisSettings) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A redis-py asyncio client that fails fast and reconnects on the next call, and
+    the Sentinel clients behind it (to close with it).
 
     One retry (after a short backoff) covers a pooled connection that died with a
     server restart; beyond that the error surfaces as ``BrokerUnavailable`` and the
@@ -171,7 +172,7 @@ def make_client(settings: RedisSettings) -> aioredis.Redis:
     kwargs["retry_on_error"] = [rex.ConnectionError, rex.TimeoutError]
     if not settings.sentinels:
         try:
-            return aioredis.Redis.from_url(settings.client_url, **kwargs)
+            return aioredis.Redis.from_url(settings.client_url, **kwargs), []
         except ValueError as exc:
             raise ConfigurationError(
                 f"Bad Redis URL {redact_url(settings.url)!r}: {exc}. "
@@ -191,7 +192,7 @@ def make_client(settings: RedisSettings) -> aioredis.Redis:
     master: aioredis.Redis = sentinel.master_for(
         settings.service, db=settings.db, password=settings.password, username=settings.username
     )
-    return master
+    return master, list(sentinel.sentinels)
 
 
 # --------------------------------------------------------------------------- errors
