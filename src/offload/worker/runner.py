@@ -237,7 +237,11 @@ class Runner:
             try:
                 mw.on_outcome(ctx, outcome, duration)
             except Exception:
-                log.exception("middleware %r failed in on_outcome", mw)
+                log.exception(
+                    "middleware %r failed in on_outcome",
+                    mw,
+                    extra=_delivery_extra("middleware_failed", d),
+                )
         return settlement
 
     async def _call(
@@ -263,7 +267,12 @@ class Runner:
                 "keeps running in the background (use executor='process' for hard limits)",
                 ctx.name,
                 target.timeout_s,
-                extra={"action": "thread_timeout", "job_id": ctx.id, "task": ctx.name},
+                extra={
+                    "action": "thread_timeout",
+                    "job_id": ctx.id,
+                    "task": ctx.name,
+                    "attempt": ctx.attempt,
+                },
             )
             raise
 
@@ -344,7 +353,7 @@ class Runner:
                 d.job_id,
                 reason,
                 exc,
-                extra={"action": "job_dead", "job_id": d.job_id, "task": d.name, "reason": reason},
+                extra={**_delivery_extra("job_dead", d), "reason": reason},
             )
         follow = self._follow_ups(env, d.job_id, "failure") if env and self._follow_ups else []
         return Bury(d, self._error(d, reason, exc), follow)
@@ -388,3 +397,8 @@ def _reason(exc: BaseException) -> str:
 
 def _extra(action: str, d: Delivery, env: Envelope) -> dict[str, Any]:
     return {"action": action, "job_id": d.job_id, "task": env.name, "attempt": d.attempts}
+
+
+def _delivery_extra(action: str, d: Delivery) -> dict[str, Any]:
+    """The ``extra`` of a log line about a delivery: what every job log line carries."""
+    return {"action": action, "job_id": d.job_id, "task": d.name, "attempt": d.attempts}

@@ -264,7 +264,16 @@ class Worker:
         try:
             settlement = await self.runner.run(d)
         except Exception as exc:
-            log.exception("internal error running job %s", d.job_id)
+            log.exception(
+                "internal error running job %s",
+                d.job_id,
+                extra={
+                    "action": "internal_error",
+                    "job_id": d.job_id,
+                    "task": d.name,
+                    "attempt": d.attempts,
+                },
+            )
             settlement = self.runner.internal_error(d, exc)
         finally:
             self._tasks.pop(d.job_id, None)
@@ -284,7 +293,7 @@ class Worker:
             log.warning(
                 "outcome of job %s refused: its lease had expired and another worker may own it",
                 settlement.delivery.job_id,
-                extra={"action": "settle_refused", "job_id": settlement.delivery.job_id},
+                extra=_job_extra("settle_refused", settlement.delivery),
             )
         elif kind == "Ack":
             self.stats.succeeded += 1
@@ -330,11 +339,12 @@ class Worker:
         task = self._tasks.get(job_id)
         if task is None or job_id in self.runner.stop_reasons:
             return
-        if why == "lease_lost":
+        held = self._held.get(job_id)
+        if why == "lease_lost" and held is not None:
             log.warning(
                 "lost the lease of job %s; abandoning it",
                 job_id,
-                extra={"action": "lease_lost", "job_id": job_id},
+                extra=_job_extra("lease_lost", held),
             )
         ctx = self.runner.contexts.get(job_id)
         if ctx is not None:
@@ -447,6 +457,11 @@ class Worker:
             self.stats.failed,
             extra={"action": "worker_stopped"},
         )
+
+
+def _job_extra(action: str, d: Delivery) -> dict[str, Any]:
+    """The ``extra`` of a log line about a job: action, job id, task and attempt."""
+    return {"action": action, "job_id": d.job_id, "task": d.name, "attempt": d.attempts}
 
 
 class _Backoff:
