@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
 
 from offload.brokers import open_broker
@@ -135,6 +136,31 @@ def test_open_broker_picks_redis_for_its_schemes() -> None:
         assert isinstance(open_broker(url), RedisBroker)
 
 
+def test_rediss_uses_tls_and_offload_keeps_its_own_parameters() -> None:
+    broker = RedisBroker("rediss://localhost:6380/1?prefix=app&socket_timeout=2.5")
+    pool = broker._client.connection_pool
+    assert pool.connection_class is SSLConnection
+    assert pool.connection_kwargs["socket_timeout"] == 2.5, "redis-py's own parameters pass"
+    assert "prefix" not in pool.connection_kwargs, "offload's are taken out"
+    assert broker.settings.prefix == "app" and broker.settings.block_slice_s == 1.25
+
+
+async def test_a_batch_over_several_queues_keeps_its_order(shared_url: str) -> None:
+    broker = RedisBroker(shared_url)
+    reqs = [job(1, queue="a"), job(2, queue="x@t"), job(3, queue="a", dedupe_key="d")]
+    reqs += [job(4, queue="y@t"), job(5, queue="a", dedupe_key="d")]
+    outs = await broker.enqueue(reqs)
+    assert [(o.status, o.job_id) for o in outs] == [
+        ("queued", "job-1"),
+        ("queued", "job-2"),
+        ("queued", "job-3"),
+        ("queued", "job-4"),
+        ("duplicate", "job-3"),
+    ]
+    assert {"a", "x@t", "y@t"} <= set(await broker.queues())
+    await broker.close()
+
+
 @pytest.mark.parametrize(
     ("url", "says"),
     [
@@ -208,6 +234,10 @@ async def test_a_killed_server_comes_back_with_every_acknowledged_job(
     assert all(
         r is not None and r.state is JobState.SUCCEEDED and r.result == b"done" for r in done
     )
+    # The restart dropped the scripts: a pipelined settle (its follow-up registers a new
+    # queue) meets NOSCRIPT and loads them again.
+    assert await broker.settle([Ack(rest[0], b"ok", follow_ups=[job(99, queue="next")])]) == [True]
+    assert "next" in await broker.queues()
     await broker.close()
 
 
@@ -358,4 +388,3 @@ async def test_a_sentinel_url_reaches_the_primary(
     finally:
         sentinel.terminate()
         sentinel.wait()
-

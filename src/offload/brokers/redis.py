@@ -13,7 +13,12 @@ mymaster/0`` (``sentinel_password`` for the Sentinels themselves).
 
 Time: every instant stored or compared is the broker clock's ``now``, passed to the
 scripts; the server's clock and native expiry are never the rule. Native ``EXPIRE`` is
-only a safety net (the TTL plus a day) on finished jobs, notices, leases and buckets.
+only a safety net (the TTL plus a day) on finished job records, leases, buckets and kv
+entries, and a 60 s life for completion notices.
+
+Ordering: claims take the highest priority first, then the earliest due time (to the
+millisecond), then enqueue order. Priorities beyond +-1000 order as +-1000 (the ready
+set's score packs priority and due time into one exact double).
 
 Durability: as durable as the server (``appendonly yes`` with ``appendfsync always``
 loses nothing acknowledged on a crash; ``everysec`` up to a second). ``open`` logs a
@@ -25,12 +30,14 @@ BLPOP for a bounded slice, then claims again (the hint is never trusted). ``wait
 marks the job watched and blocks on its notice list, which the script that finishes it
 pushes to.
 
-Memory bounds: a final job (record, index entry) lives until ``prune`` after its
-result or dead TTL by the broker's clock, with a native EXPIRE of that TTL plus a day
-behind it; a topic's log is trimmed by ``prune`` to its ``max_events`` and
-``retention_s`` and never exceeds about 1,000,000 events (``XADD MAXLEN ~``); wake lists
-hold at most 32 entries, notices expire after 60 s. Pending and running jobs are never
-dropped: bound them with ``max_depth``.
+Memory bounds: a final job lives until ``prune`` runs after its result or dead TTL by
+the broker's clock. Its record (payload and result, the bulk) also carries a native
+EXPIRE of that TTL plus a day, so it goes even if nothing prunes; its index entry and
+sorted-set members (~150 bytes) go with ``prune``. A topic's log is trimmed by
+``prune`` to its ``max_events`` and ``retention_s`` and never exceeds about 1,000,000
+events (``XADD MAXLEN ~``). Wake lists hold at most 32 entries; notices expire after
+60 s. Pending and running jobs are never dropped: bound them with ``max_depth``.
+``recover_expired`` and ``prune`` apply their ``limit`` per queue.
 
 Cluster layout
 --------------
