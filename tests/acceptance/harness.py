@@ -39,13 +39,16 @@ def run_cli(
 
 
 def start_worker(url: str, ledger: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        offload_cmd("worker", "tests.acceptance.crashapp:app", *args),
-        env=env_for(url, ledger),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    """An ``offload worker`` process; its log goes to ``<ledger>/../worker-*.log``."""
+    log_path = ledger.parent / f"worker-{time.time_ns()}.log"
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            offload_cmd("worker", "tests.acceptance.crashapp:app", *args),
+            env=env_for(url, ledger),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(
@@ -58,19 +61,25 @@ def stop(
 
 @dataclass
 class Ledger:
-    """What the workers did, read back from their ledger files."""
+    """What the workers did, read back from their ledger files, in time order.
+
+    ``starts[job_id]`` and ``ends[job_id]`` list ``(attempt, pid)`` by monotonic time.
+    """
 
     starts: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     ends: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def read(cls, folder: Path) -> Ledger:
-        ledger = cls()
+        lines = []
         for path in folder.glob("*.log"):
             for line in path.read_text().splitlines():
-                kind, job_id, attempt, pid, _ = line.split()
-                target = ledger.starts if kind == "start" else ledger.ends
-                target[job_id].append((int(attempt), int(pid)))
+                kind, job_id, attempt, pid, at = line.split()
+                lines.append((float(at), kind, job_id, int(attempt), int(pid)))
+        ledger = cls()
+        for _, kind, job_id, attempt, pid in sorted(lines):
+            target = ledger.starts if kind == "start" else ledger.ends
+            target[job_id].append((attempt, pid))
         return ledger
 
     def rerun(self) -> dict[str, list[tuple[int, int]]]:

@@ -147,20 +147,28 @@ def jobs(
             )
             return page.jobs
 
-    table = Table()
-    for col in ("id", "task", "queue", "state", "attempts", "last error"):
-        table.add_column(col)
-    for j in run(go()):
-        error = f"{j.errors[-1].reason}: {j.errors[-1].message}"[:60] if j.errors else ""
-        table.add_row(
+    rows = [
+        (
             j.id,
             j.name,
             j.queue,
             j.state.value,
             f"{j.attempts}/{j.max_attempts}",
-            error,
-            style="red" if j.state is JobState.DEAD else None,
+            f"{j.errors[-1].reason}: {j.errors[-1].message}" if j.errors else "",
         )
+        for j in run(go())
+    ]
+    if not console.is_terminal:  # piped: one tab-separated line per job, nothing cut
+        for row in rows:
+            click.echo("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in row))
+        return
+    table = Table()
+    table.add_column("id", no_wrap=True)  # ids must stay whole to be copied
+    for col in ("task", "queue", "state", "attempts"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=60)
+    for row in rows:
+        table.add_row(*row, style="red" if row[3] == "dead" else None)
     console.print(table)
 
 
