@@ -45,14 +45,25 @@ from offload.flow.limits import QueueConfig, WhenFull, admit
 from offload.handles import JobHandle
 from offload.message.codecs import Codec, get_codec
 from offload.message.envelope import MAX_NAME_LENGTH, Envelope, encode_envelope
+from offload.metrics.estimates import RetryAfter
+from offload.metrics.littles_law import Analytics
 from offload.retry import RetryPolicy
-from offload.specs import Binder, ExecutorKind, Registry, SubscriberSpec, TaskSpec, parse_rate
+from offload.specs import (
+    Binder,
+    ExecutorKind,
+    Rate,
+    Registry,
+    SubscriberSpec,
+    TaskSpec,
+    parse_rate,
+)
 from offload.sync import Portal
 from offload.tasks import CallOptions, Task, TaskDefaults, when
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from offload.metrics.report import StatsReport
     from offload.middleware import Middleware
     from offload.worker.worker import SideTask, Worker, WorkerOptions, WorkerStats
 
@@ -121,6 +132,8 @@ class App:
         self._opening: dict[asyncio.AbstractEventLoop | None, asyncio.Lock] = {}
         self._lock = threading.Lock()
         self._portal = Portal()
+        self._analytics = Analytics()
+        self._estimate_retry = RetryAfter()
         self.middleware: list[Middleware] = list(middleware)
 
     # ------------------------------------------------------------------ configuration
@@ -204,7 +217,7 @@ class App:
         backoff: RetryPolicy | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         executor: Literal["thread", "process"] | None = None,
-        rate: str | None = None,
+        rate: str | Rate | None = None,
         rate_per_key: bool = False,
         concurrency: int | None = None,
         key_limit: int = 1,
@@ -227,7 +240,9 @@ class App:
                 the dead letters.
             executor: for sync functions, ``thread`` (default) or ``process`` (CPU-bound
                 work; a time limit kills the process).
-            rate: a rate limit shared by every worker, e.g. ``"100/s"``; excess jobs wait.
+            rate: a rate limit shared by every worker, e.g. ``"100/s"``; excess jobs wait
+                (none is dropped). Starts are spread evenly, with bursts of up to a tenth
+                of a second's worth; pass ``Rate(per_s, burst)`` to choose the burst.
             rate_per_key: apply ``rate`` to each job key separately.
             concurrency: at most this many of its jobs run at once, across all workers.
             key_limit: how many jobs of one ``key`` may run at once (default 1: in order).
@@ -492,14 +507,46 @@ class App:
         )
 
     async def _retry_after(self, queue: str, depth: int) -> float:
-        """Seconds until a full queue likely has room, from its measured service rate."""
-        from offload.metrics.estimates import retry_after
+        """Seconds until a full queue likely has room, from its measured completion rate."""
+        max_depth = self.queue_config(queue).max_depth or depth
+        return await self._estimate_retry(await self.broker(), queue, depth, max_depth)
 
-        broker = await self.broker()
-        [stats] = await broker.stats([queue])
-        workers = [w for w in await broker.workers() if queue in w.queues]
-        slots = sum(w.concurrency for w in workers)
-        return retry_after(stats, slots, self.queue_config(queue).max_depth or depth)
+    # ------------------------------------------------------------------ analytics
+
+    async def stats(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        window: float = 60.0,
+        target_wait: float = 1.0,
+    ) -> StatsReport:
+        """Little's-Law analytics per queue and per task over a sliding window.
+
+        λ (arrivals/s), X (completions/s), L (jobs in system, time-averaged), W (mean time
+        in system), wait and service percentiles, utilisation, the check L ≈ λ·W, and
+        predictions (drain time, wait for a job enqueued now, slots needed to keep the mean
+        wait under ``target_wait`` seconds), each with its assumptions. The app keeps the
+        samples, so the window fills as it is called; the first call waits a second to
+        measure rates. See ``docs/back-pressure.md``.
+
+        Args:
+            queues: only these queues (default: every queue in the broker).
+            window: the sliding window, in seconds.
+            target_wait: the mean wait ``slots_needed`` is computed for, in seconds.
+        """
+        return await self._analytics.report(
+            await self.broker(), window_s=window, queues=queues, target_wait_s=target_wait
+        )
+
+    def stats_sync(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        window: float = 60.0,
+        target_wait: float = 1.0,
+    ) -> StatsReport:
+        """:meth:`stats` for sync code."""
+        return self._portal.call(self.stats, queues, window=window, target_wait=target_wait)
 
     # ------------------------------------------------------------------ events
 
