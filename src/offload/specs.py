@@ -53,7 +53,12 @@ _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 
 
 def parse_rate(text: str | Rate | None, burst: float | None = None) -> Rate | None:
-    """Parse ``"100/s"``, ``"10/m"``, ``"5/10s"`` or ``"1000/h"`` into a :class:`Rate`."""
+    """Parse ``"100/s"``, ``"10/m"``, ``"5/10s"`` or ``"1000/h"`` into a :class:`Rate`.
+
+    The burst defaults to a tenth of a second's worth of tokens, at least one: starts are
+    spread evenly (``"50/s"`` starts a job every 20 ms, five at once at most), so the
+    rate holds over any interval, not only on average over each whole unit.
+    """
     if text is None or isinstance(text, Rate):
         return text
     m = _RATE_RE.match(text.lower())
@@ -65,7 +70,7 @@ def parse_rate(text: str | Rate | None, burst: float | None = None) -> Rate | No
     per_s = count / (span * unit)
     if per_s <= 0:
         raise ConfigurationError(f"Rate {text!r} must be positive.")
-    return Rate(per_s, burst if burst is not None else max(1.0, count))
+    return Rate(per_s, burst if burst is not None else max(1.0, per_s / 10))
 
 
 class BindError(Exception):

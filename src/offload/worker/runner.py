@@ -31,6 +31,7 @@ from offload.brokers.base import (
 )
 from offload.context import JobContext, reset_current, set_current
 from offload.errors import Cancel, DecodeError, Retry, UnknownTask
+from offload.flow.rate import RateGate
 from offload.message.codecs import codec_for_payload
 from offload.message.envelope import Envelope, decode_envelope
 from offload.middleware import Middleware, run_around
@@ -72,9 +73,9 @@ class _Target:
 
 
 class _Settled(Exception):
-    """Internal: a step ended the delivery with this settlement."""
+    """Internal: a step ended the delivery with this settlement (``None``: lease lost)."""
 
-    def __init__(self, settlement: Settlement) -> None:
+    def __init__(self, settlement: Settlement | None) -> None:
         self.settlement = settlement
 
 
@@ -104,6 +105,7 @@ class Runner:
         self._follow_ups = follow_ups
         self.stop_reasons: dict[str, StopReason] = {}
         self.contexts: dict[str, JobContext] = {}
+        self.rate_gate = RateGate(broker.take_tokens)
 
     async def run(self, d: Delivery) -> Settlement | None:
         """Run one delivery; return its settlement, or ``None`` if its lease was lost."""
@@ -180,9 +182,12 @@ class Runner:
         bucket = f"rate:{spec.name}"
         if spec.rate_per_key and env.key is not None:
             bucket += f":{env.key}"
-        wait = await self.broker.take_tokens(bucket, spec.rate.per_s, spec.rate.burst)
-        if wait > 0:
-            raise _Settled(Release(d, delay_s=wait))
+        try:
+            delay = await self.rate_gate.acquire(bucket, spec.rate.per_s, spec.rate.burst)
+        except asyncio.CancelledError:
+            raise _Settled(self._stopped(d)) from None
+        if delay > 0:
+            raise _Settled(Release(d, delay_s=delay))
 
     async def _execute(
         self, d: Delivery, env: Envelope, target: _Target, args: list[Any], kwargs: dict[str, Any]
