@@ -38,13 +38,17 @@ for i = 1, #popped, 2 do
     n = n + 1
     local M = cmsgpack.unpack(v[1])
     local a = tonumber(v[3] or '0') + 1
-    redis.call('HSET', jk, 's', 'running', 'a', a, 't', string.format('%d', base + n),
-      'le', lease, 'st', NOW, 'w', worker)
+    local token = string.format('%d', base + n)
+    if v[5] then
+      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW, 'w', worker)
+    else
+      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW, 'w', worker,
+        'wd', 1)
+    end
     zset(qb .. 'running', id, lease)
     zset(qb .. 'pend', id, false)
     ctr(qb, M[1], 'started', 1)
     if not v[5] then
-      redis.call('HSET', jk, 'wd', 1)
       ctr(qb, M[1], 'waited', 1)
       ctr(qb, M[1], 'wait_s', math.max(0, NOW - M[13]))
     end

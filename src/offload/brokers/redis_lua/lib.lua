@@ -244,13 +244,18 @@ local function free_key(qb, jb, key, held_slot)
 end
 
 -- Move a job to a final state and free what it held (key slot, dedupe key).
-local function finish(qb, jb, id, f, state)
+-- result: stored with the state change when given (an ack's result).
+local function finish(qb, jb, id, f, state, result)
   local jk = jb .. 'j:' .. id
   leave(qb, id, f)
   local M = f.M
   local ttl = state == 'dead' and M[10] or M[9]
   local x = NOW + ttl
-  redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x)
+  if result then
+    redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x, 'res', result)
+  else
+    redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x)
+  end
   zset(qb .. 'expiring', FINAL_CODE[state] .. id, x)
   if state ~= 'cancelled' and f.st then zset(qb .. 'done', id, NOW) end
   local enq, name = M[11], M[1]

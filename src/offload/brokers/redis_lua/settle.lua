@@ -45,8 +45,7 @@ local function apply(s, qb, jb, f)
     ctr(qb, f.M[1], 'retried', 1)
     requeue_later(qb, jb, id, f, jk, run_at, 'retrying')
   elseif op == 'a' then
-    if blob then redis.call('HSET', jk, 'res', blob) end
-    finish(qb, jb, id, f, 'succeeded')
+    finish(qb, jb, id, f, 'succeeded', blob)
     admit_all(s[7])
   elseif op == 'b' then
     append_error(jk, blob)
