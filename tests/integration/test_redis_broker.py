@@ -9,6 +9,7 @@ prefix, like the conformance suite.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import signal
 import socket
@@ -207,6 +208,33 @@ async def test_a_foreign_key_under_the_prefix_is_reported_not_retried(shared_url
         await broker.close()
     assert not isinstance(info.value, BrokerUnavailable)
     assert "own prefix" in str(info.value) and prefix in str(info.value)
+
+
+async def test_open_warns_when_the_server_may_lose_jobs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    durable = PrivateRedis(tmp_path / "durable")
+    lossy = PrivateRedis(
+        tmp_path / "lossy", "--appendonly", "no", "--maxmemory-policy", "allkeys-lru"
+    )
+    for server in (durable, lossy):
+        server.workdir.mkdir()
+        await server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="offload.brokers.redis"):
+            for server in (durable, lossy):
+                broker = RedisBroker(server.url)
+                await broker.open()
+                await broker.close()
+    finally:
+        durable.stop()
+        lossy.stop()
+    warned = [r.getMessage() for r in caplog.records]
+    assert all(f":{lossy.port}/" in m for m in warned), "nothing to say about the durable one"
+    assert any("appendonly yes" in m for m in warned)
+    assert any("maxmemory-policy noeviction" in m for m in warned)
 
 
 # ----------------------------------------------------------------------- crash and restart

@@ -56,8 +56,8 @@ class RedisCore(BrokerBase):
         if self._opened:
             return
         with self._boundary:
-            info = await self._client.info("server")
-            version = tuple(int(x) for x in str(info.get("redis_version", "0.0")).split(".")[:2])
+            info = await self._info()
+            version = tuple(int(x) for x in str(info.get("redis_version", "9.9")).split(".")[:2])
             if version < MIN_SERVER:
                 raise BrokerError(
                     f"offload needs Redis 6.2 or newer; {self._boundary.where} runs "
@@ -67,19 +67,35 @@ class RedisCore(BrokerBase):
             for script in self._scripts.values():
                 pipe.script_load(script.script)
             await pipe.execute()
-            await self._warn_if_not_durable()
+            self._warn_if_not_durable(info)
         self._opened = True
 
-    async def _warn_if_not_durable(self) -> None:
+    async def _info(self) -> dict[str, Any]:
+        """INFO server, persistence and memory; empty if an ACL forbids INFO."""
         try:
-            persistence = await self._client.info("persistence")
-        except rex.ResponseError:  # INFO may be forbidden by an ACL: nothing to say then
-            return
-        if not int(persistence.get("aof_enabled", 0)):
+            replies = await self._commands(
+                ("INFO", "server"), ("INFO", "persistence"), ("INFO", "memory")
+            )
+        except BrokerError as exc:
+            if isinstance(exc.__cause__, rex.NoPermissionError):
+                return {}
+            raise
+        return {k: v for reply in replies for k, v in reply.items()}
+
+    def _warn_if_not_durable(self, info: dict[str, Any]) -> None:
+        if not int(info.get("aof_enabled", 1)):
             log.warning(
                 "Redis at %s runs without the append-only file: acknowledged jobs are lost "
                 "if the server restarts. Set appendonly yes (appendfsync everysec or always).",
                 self._boundary.where,
+            )
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            log.warning(
+                "Redis at %s has maxmemory-policy %s: under memory pressure it may evict "
+                "offload's keys and lose jobs. Set maxmemory-policy noeviction.",
+                self._boundary.where,
+                policy,
             )
 
     async def close(self) -> None:

@@ -188,9 +188,6 @@ local function load(jk, n)
   return f
 end
 
-local function run_at_of(f)
-  return tonumber(f.r or '') or f.M[12]
-end
 
 -- True while the delivery (token) still holds the job's lease (the fencing check).
 local function holds(f, token)
