@@ -21,6 +21,7 @@ broker (or ``await app.open()``).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 import os
 import threading
@@ -48,6 +49,16 @@ from offload.message.envelope import MAX_NAME_LENGTH, Envelope, encode_envelope
 from offload.metrics.estimates import RetryAfter
 from offload.metrics.littles_law import Analytics
 from offload.retry import RetryPolicy
+from offload.schedules import (
+    BoundSchedule,
+    Cron,
+    Every,
+    Misfire,
+    Schedule,
+    ScheduleInfo,
+    add_schedule,
+    schedule_infos,
+)
 from offload.specs import (
     Binder,
     ExecutorKind,
@@ -57,6 +68,7 @@ from offload.specs import (
     TaskSpec,
     parse_rate,
 )
+from offload.subscribers import GroupLag, group_lag
 from offload.sync import Portal
 from offload.tasks import CallOptions, Task, TaskDefaults, when
 
@@ -65,6 +77,7 @@ if TYPE_CHECKING:
 
     from offload.metrics.report import StatsReport
     from offload.middleware import Middleware
+    from offload.worker.scheduler import Scheduler
     from offload.worker.worker import SideTask, Worker, WorkerOptions, WorkerStats
 
 __all__ = ["App"]
@@ -132,6 +145,8 @@ class App:
         self._opening: dict[asyncio.AbstractEventLoop | None, asyncio.Lock] = {}
         self._lock = threading.Lock()
         self._portal = Portal()
+        self.schedules: dict[str, Schedule] = {}
+        self.scheduler_lease = 10.0
         self._analytics = Analytics()
         self._estimate_retry = RetryAfter()
         self.middleware: list[Middleware] = list(middleware)
@@ -289,6 +304,100 @@ class App:
         task: Task[Any, Any] = Task(self, spec, defaults)
         self.tasks[name] = task
         return task
+
+    # ------------------------------------------------------------------ schedules
+
+    def cron(
+        self,
+        expr: str,
+        *,
+        tz: str = "UTC",
+        schedule_name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        jitter: float = 0.0,
+        misfire: Misfire = "skip",
+        max_catch_up: int = 10,
+        grace: float = 60.0,
+        **task_options: Any,
+    ) -> _TaskDecorator:
+        """Run a task on a cron schedule (registering it, unless it is a task already).
+
+        ``expr`` has five fields, ``minute hour day-of-month month day-of-week`` (a sixth,
+        last, is seconds), read in the wall-clock time of ``tz``. Each tick becomes one
+        job with the id ``tick:<schedule>:<UTC time>``, fired by whichever scheduler leads
+        (``offload worker --scheduler`` or ``offload scheduler``). See
+        :mod:`offload.schedules` for daylight saving time and missed ticks.
+
+        Args:
+            expr: the cron expression, e.g. ``"*/5 * * * *"``.
+            tz: an IANA time zone, e.g. ``"Europe/Berlin"`` (default UTC).
+            schedule_name: the schedule's name (default: the task name).
+            args, kwargs: the arguments of every tick's job.
+            jitter: each tick's job starts up to this many seconds late (spreads load).
+            misfire: what to do with ticks missed while no scheduler ran: ``"skip"``
+                (default) or ``"catch_up"``.
+            max_catch_up: with ``catch_up``, fire at most this many missed ticks.
+            grace: seconds a tick may be late and still fire as on time.
+            **task_options: as for :meth:`task` (``queue``, ``retries``, ``timeout``...).
+        """
+        trigger = Cron(expr, tz)
+        return _TaskDecorator(
+            self,
+            task_options,
+            then=lambda task: add_schedule(
+                self.schedules,
+                task,
+                trigger,
+                name=schedule_name,
+                args=args,
+                kwargs=kwargs,
+                jitter=jitter,
+                misfire=misfire,
+                max_catch_up=max_catch_up,
+                grace=grace,
+            ),
+        )
+
+    def every(
+        self,
+        seconds: float = 0.0,
+        *,
+        minutes: float = 0.0,
+        hours: float = 0.0,
+        jitter: float = 0.0,
+        schedule_name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        misfire: Misfire = "skip",
+        max_catch_up: int = 10,
+        grace: float = 60.0,
+        **task_options: Any,
+    ) -> _TaskDecorator:
+        """Run a task at a fixed interval (registering it, unless it is a task already).
+
+        Ticks fall on multiples of the interval since the Unix epoch (every 30 s fires at
+        :00 and :30), so all schedulers agree on them. ``jitter`` delays each tick's job
+        by a deterministic amount in ``[0, jitter)`` seconds. The other arguments are as
+        for :meth:`cron`.
+        """
+        trigger = Every(seconds + 60.0 * minutes + 3600.0 * hours)
+        return _TaskDecorator(
+            self,
+            task_options,
+            then=lambda task: add_schedule(
+                self.schedules,
+                task,
+                trigger,
+                name=schedule_name,
+                args=args,
+                kwargs=kwargs,
+                jitter=jitter,
+                misfire=misfire,
+                max_catch_up=max_catch_up,
+                grace=grace,
+            ),
+        )
 
     def on(
         self,
@@ -607,9 +716,11 @@ class App:
         for mw in self.middleware:
             mw.on_publish(env)
         event_key = key(event) if callable(key) else key
-        group_keys = {
-            group: str(fn(event)) for group, fn in self._subscriber_keys.get(topic, {}).items()
-        }
+        group_keys = {}
+        for group, fn in self._subscriber_keys.get(topic, {}).items():
+            typed = _as_event_type(event, self.subscribers[group_queue(topic, group)].event_type)
+            if typed is not _INVALID:  # an invalid event is dead-lettered by that group
+                group_keys[group] = str(fn(typed))
         return EventRequest(
             id=env.id,
             payload=encode_envelope(env, self._codec, self.max_payload),
@@ -617,6 +728,38 @@ class App:
             key=None if event_key is None else str(event_key),
             group_keys=group_keys,
         )
+
+    async def replay(
+        self,
+        topic: str,
+        group: str,
+        *,
+        from_offset: int | None = None,
+        from_time: float | dt.datetime | None = None,
+    ) -> int:
+        """Deliver again to ``group`` every retained event of ``topic`` from an offset or a
+        time (a datetime or Unix seconds). Returns how many events were re-delivered.
+
+        Raises:
+            ConfigurationError: neither or both starting points given, or no such group.
+        """
+        if (from_offset is None) == (from_time is None):
+            raise ConfigurationError("replay needs exactly one of from_offset or from_time")
+        if isinstance(from_time, dt.datetime):
+            from_time = from_time.timestamp()
+        broker = await self.broker()
+        infos = {t.name: t for t in await broker.topics()}
+        if topic not in infos or group not in {g.group for g in infos[topic].groups}:
+            known = sorted(g.group for g in infos[topic].groups) if topic in infos else []
+            raise ConfigurationError(
+                f"Topic {topic!r} has no group {group!r}"
+                + (f" (its groups: {', '.join(known)})." if known else ".")
+            )
+        return await broker.replay(topic, group, from_offset=from_offset, from_time=from_time)
+
+    async def event_lag(self, topics: list[str] | None = None) -> list[GroupLag]:
+        """How far each subscriber group is behind (events pending, oldest age, dead)."""
+        return await group_lag(await self.broker(), topics)
 
     # ------------------------------------------------------------------ jobs and workers
 
@@ -661,8 +804,39 @@ class App:
         return []
 
     def side_tasks(self, options: WorkerOptions) -> list[SideTask]:
-        """Coroutines a worker of this app runs beside its own loops."""
-        return []
+        """Coroutines a worker of this app runs beside its own loops: the scheduler, when
+        ``options.scheduler`` is set and the app has schedules."""
+        if not (options.scheduler and self.schedules):
+            return []
+
+        async def run_scheduler(worker: Worker) -> None:
+            await self.scheduler(worker.broker).run()
+
+        return [("offload-scheduler", run_scheduler)]
+
+    def scheduler(self, broker: Broker) -> Scheduler:
+        """A scheduler of this app's schedules on ``broker`` (not started)."""
+        from offload.worker.scheduler import Scheduler, SchedulerOptions
+
+        plans = [BoundSchedule(self, s) for s in self.schedules.values()]
+        options = SchedulerOptions(lease_s=self.scheduler_lease)
+        return Scheduler(broker, plans, clock=self.clock, options=options)
+
+    async def run_scheduler(self) -> None:
+        """Run this app's scheduler in this loop until cancelled (``offload scheduler``).
+
+        Raises:
+            ConfigurationError: the app declares no schedule.
+        """
+        if not self.schedules:
+            raise ConfigurationError(
+                "This app has no schedules: declare one with @app.cron(...) or @app.every(...)."
+            )
+        await self.scheduler(await self.broker()).run()
+
+    async def schedule_infos(self) -> list[ScheduleInfo]:
+        """Every schedule with its trigger, last tick and next tick (CLI, dashboard)."""
+        return await schedule_infos(self)
 
     async def run_worker(self, **kwargs: Any) -> WorkerStats:
         """Run a worker in this loop until it stops (``burst=True`` stops when idle)."""
@@ -675,11 +849,24 @@ class App:
 
 
 class _TaskDecorator:
-    """``@app.task(...)``: keeps the options, registers the function it decorates."""
+    """``@app.task(...)``: keeps the options, registers the function it decorates.
 
-    def __init__(self, app: App, options: Mapping[str, Any]) -> None:
+    ``@app.cron``/``@app.every`` pass ``then``, which adds the schedule; they may also
+    decorate a task already registered (to give it a second schedule).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        options: Mapping[str, Any],
+        then: Callable[[Task[Any, Any]], object] | None = None,
+    ) -> None:
         self._app = app
         self._options = options
+        self._then = then
+
+    @overload
+    def __call__(self, fn: Task[P, R], /) -> Task[P, R]: ...
 
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
@@ -688,7 +875,17 @@ class _TaskDecorator:
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     def __call__(self, fn: Callable[..., Any], /) -> Task[Any, Any]:
-        return self._app._register_task(fn, self._options)
+        if isinstance(fn, Task):
+            if self._options:
+                raise ConfigurationError(
+                    f"{fn.name} is already a task: give task options to its first decorator."
+                )
+            task: Task[Any, Any] = fn
+        else:
+            task = self._app._register_task(fn, self._options)
+        if self._then is not None:
+            self._then(task)
+        return task
 
 
 def _executor(fn: Callable[..., Any], requested: str | None) -> ExecutorKind:
@@ -720,6 +917,19 @@ def _return_type(fn: Callable[..., Any]) -> Any:
     except Exception:
         return None
     return hint
+
+
+_INVALID = object()
+
+
+def _as_event_type(event: Any, event_type: Any) -> Any:
+    """The event as a subscriber's handler will see it (so its key function sees the same)."""
+    if event_type is None or (isinstance(event_type, type) and isinstance(event, event_type)):
+        return event
+    try:
+        return msgspec.convert(msgspec.to_builtins(event), event_type, strict=False)
+    except (msgspec.ValidationError, TypeError):
+        return _INVALID
 
 
 def _event_type(fn: Callable[..., Any]) -> Any:

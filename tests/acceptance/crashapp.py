@@ -41,3 +41,11 @@ def sync_work(n: int, pause: float = 0.05) -> int:
     time.sleep(pause)
     _log(f"end {ctx.id} {ctx.attempt} {os.getpid()} {time.monotonic()}\n")
     return n
+
+
+@app.on("crash.events", group="consumers")
+async def consume(event: dict[str, int]) -> None:
+    ctx = current_job()
+    _log(f"start {ctx.id} {ctx.attempt} {os.getpid()} {time.monotonic()}\n")
+    await asyncio.sleep(event.get("pause_ms", 20) / 1000)
+    _log(f"end {ctx.id} {ctx.attempt} {os.getpid()} {time.monotonic()}\n")

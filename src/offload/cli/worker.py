@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -60,6 +61,8 @@ def worker(
     log_format: str,
 ) -> None:
     """Run a worker for MODULE:APP."""
+    # Until the worker installs its own handlers nothing is claimed: exit cleanly at once.
+    signal.signal(signal.SIGTERM, _exit_before_start)
     setup_logging(log_level, log_format)  # type: ignore[arg-type]
     if processes > 1:
         from offload.worker.supervisor import Supervisor
@@ -86,6 +89,10 @@ def worker(
             await app.close()
 
     run(serve())
+
+
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def without_processes(argv: list[str]) -> list[str]:

@@ -72,6 +72,7 @@ class WorkerOptions:
         worker_id: a stable id (default ``host:pid:random``).
         install_signals: handle SIGTERM/SIGINT (the CLI does).
         supervisor_pid: the supervising process, shown in the worker list.
+        scheduler: also run the app's scheduler (it fires ticks only while it leads).
     """
 
     queues: Sequence[str] = ("default",)
@@ -87,6 +88,7 @@ class WorkerOptions:
     worker_id: str | None = None
     install_signals: bool = False
     supervisor_pid: int | None = None
+    scheduler: bool = False
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -187,6 +189,8 @@ class Worker:
             extra={"action": "worker_started"},
         )
         self._install_signals()
+        with contextlib.suppress(BrokerUnavailable):
+            await self.broker.register_worker(self._info(), ttl_s=self._heartbeat_s * 3 + 5)
         side = [
             self._spawn(self.settler.run(), "offload-settle"),
             self._spawn(self._heartbeat_loop(), "offload-heartbeat"),
