@@ -287,7 +287,6 @@ class Database:
         self.url = url
         self.clock = clock
         self.cur = con.cursor()
-        self._synchronous: str = settings.synchronous
 
     @classmethod
     def open(
@@ -341,8 +340,13 @@ class Database:
         durable commit's fsync makes them durable too, as the WAL only ever keeps a
         consistent prefix.
         """
-        self._set_synchronous(self.settings.synchronous if durable else "NORMAL")
-        return self._transaction("BEGIN IMMEDIATE", body)
+        if durable:
+            return self._transaction("BEGIN IMMEDIATE", body)
+        self._set_synchronous("NORMAL")
+        try:
+            return self._transaction("BEGIN IMMEDIATE", body)
+        finally:
+            self._set_synchronous(self.settings.synchronous)
 
     def snapshot(self, body: Callable[[float], T]) -> T:
         """Run read-only ``body(now)`` in one read transaction: one consistent view, no
@@ -365,12 +369,10 @@ class Database:
         return out
 
     def _set_synchronous(self, level: str) -> None:
-        if level != self._synchronous:
-            try:
-                self.con.execute(f"PRAGMA synchronous={level}")
-            except sqlite3.Error as exc:
-                raise map_error(exc, self.settings, self.url) from exc
-            self._synchronous = level
+        try:
+            self.con.execute(f"PRAGMA synchronous={level}")
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.settings, self.url) from exc
 
     def read(self, body: Callable[[], T]) -> T:
         """Run read-only statements (each its own snapshot), mapping driver errors."""
