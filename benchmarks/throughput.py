@@ -46,9 +46,21 @@ def cpu_seconds(pid: int) -> float:
 def worker(url: str, concurrency: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, OFFLOAD_BROKER=url, PYTHONPATH=str(ROOT))
     return subprocess.Popen(
-        [sys.executable, "-m", "offload", "worker", "benchmarks.bench_app:app", "-Q", "bench",
-         "-c", str(concurrency), "--log-level", "WARNING"],
-        env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "offload",
+            "worker",
+            "benchmarks.bench_app:app",
+            "-Q",
+            "bench",
+            "-c",
+            str(concurrency),
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -134,7 +146,9 @@ async def latency(url: str, rate: float, seconds: float) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--broker", help="broker URL (default: a fresh SQLite file per run)")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
@@ -150,8 +164,10 @@ def main() -> None:
     med = {f: statistics.median(getattr(r, f) for r in runs) for f in Run.__dataclass_fields__}
     from offload.brokers.base import redact_url
 
-    print(f"\noffload throughput, one worker process, {args.jobs:,} no-op jobs, "
-          f"concurrency {args.concurrency}, median of {args.runs} runs")
+    print(
+        f"\noffload throughput, one worker process, {args.jobs:,} no-op jobs, "
+        f"concurrency {args.concurrency}, median of {args.runs} runs"
+    )
     print(f"broker: {redact_url(args.broker or 'sqlite:///<tmp>/bench.db')}\n")
     print(f"{'enqueue, one at a time':32} {med['enqueue_single']:>10,.0f} jobs/s")
     print(f"{'enqueue, batches of 1,000':32} {med['enqueue_batch']:>10,.0f} jobs/s")
