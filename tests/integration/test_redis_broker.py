@@ -269,7 +269,40 @@ async def test_a_killed_server_comes_back_with_every_acknowledged_job(
     await broker.close()
 
 
+async def test_a_server_killed_under_a_blocked_claim_raises_instead_of_hanging(
+    private_redis: PrivateRedis,
+) -> None:
+    broker = RedisBroker(private_redis.url + "?prefix=blocked")
+    await broker.open()
+    waiter = asyncio.create_task(broker.claim(["q"], "w", 10, 30, wait_s=4.0))
+    await asyncio.sleep(0.3)
+    private_redis.kill()
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        await waiter
+    assert time.monotonic() - started < 2.0
+    await broker.close()
+
+
 # ----------------------------------------------------------------------- wake-ups, not polling
+
+
+async def test_a_claim_cancelled_while_blocked_leaves_the_broker_healthy(
+    private_redis: PrivateRedis,
+) -> None:
+    broker = RedisBroker(private_redis.url + "?prefix=cancel")
+    await broker.open()
+    waiter = asyncio.create_task(broker.claim(["q"], "w", 10, 30, wait_s=4.0))
+    await asyncio.sleep(0.3)  # now inside BLPOP
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await broker.enqueue([job(1)])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    [d] = await broker.claim(["q"], "w", 10, 30, wait_s=4.0)
+    assert d.job_id == "job-1" and loop.time() - started < 0.5
+    await broker.close()
 
 
 async def test_an_idle_claim_blocks_instead_of_polling(private_redis: PrivateRedis) -> None:
