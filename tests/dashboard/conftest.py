@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -39,7 +40,12 @@ async def fill(app: App, ok: int = 3, dead: int = 2) -> dict[str, list[str]]:
     send, bounce = app.tasks["mail.send"], app.tasks["mail.bounce"]
     good = [(await send.enqueue(f"user{i}@example.com")).id for i in range(ok)]
     bad = [(await bounce.enqueue(XSS if i == 0 else f"x{i}")).id for i in range(dead)]
-    await app.run_worker(burst=True, poll_s=0.01, queues=("mail", "bounces"))
+    for _ in range(50):  # a retry may not be due yet when a burst worker stops
+        await app.run_worker(burst=True, poll_s=0.01, queues=("mail", "bounces"))
+        stats = await (await app.broker()).stats(["mail", "bounces"])
+        if not any(s.counts.pending or s.counts.running for s in stats):
+            break
+        await asyncio.sleep(0.05)
     return {"ok": good, "dead": bad}
 
 

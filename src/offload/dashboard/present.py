@@ -86,7 +86,8 @@ def _result(rec: JobRecord) -> tuple[str | None, bool]:
     if rec.result is None:
         return None, False
     try:
-        value = codec_for_payload(rec.result).decode(rec.result)
+        # a result is written with the codec its job came in
+        value = codec_for_payload(rec.payload).decode(rec.result)
     except (msgspec.DecodeError, ValueError):
         return truncate(repr(rec.result[: TEXT_CHARS + 1]), TEXT_CHARS)
     return as_json(value, TEXT_CHARS, indent=2)
