@@ -21,12 +21,13 @@ broker (or ``await app.open()``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, overload
 
 import msgspec
@@ -837,6 +838,22 @@ class App:
     async def schedule_infos(self) -> list[ScheduleInfo]:
         """Every schedule with its trigger, last tick and next tick (CLI, dashboard)."""
         return await schedule_infos(self)
+
+    @contextlib.asynccontextmanager
+    async def background_worker(self, **kwargs: Any) -> AsyncIterator[Worker]:
+        """Run a worker in this event loop for the duration of an ``async with`` block.
+
+        For services that run their own workers (e.g. in a FastAPI lifespan), scripts and
+        tests. On exit the worker stops claiming and shuts down gracefully. Options are
+        those of :class:`~offload.worker.worker.WorkerOptions`.
+        """
+        worker = await self.worker(**kwargs)
+        task = asyncio.get_running_loop().create_task(worker.run(), name="offload-worker")
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await task
 
     async def run_worker(self, **kwargs: Any) -> WorkerStats:
         """Run a worker in this loop until it stops (``burst=True`` stops when idle)."""
