@@ -43,6 +43,27 @@ async def test_token_bucket_rate_and_burst(broker: Broker, clock: FakeClock) -> 
     assert granted == 5, "tokens never exceed the burst"
 
 
+async def test_token_bucket_refills_each_interval_once_when_calls_arrive_out_of_order(
+    broker: Broker, clock: FakeClock
+) -> None:
+    # Callers stamp calls with their own clock; a call can reach the bucket after a later-
+    # stamped one. It must not move the refill mark back (that would grant extra tokens).
+    for _ in range(5):
+        assert await broker.take_tokens("api", 2.0, 5.0) == 0.0
+    clock.advance(1.0)
+    assert [await broker.take_tokens("api", 2.0, 5.0) == 0.0 for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    clock._now -= 0.5  # a late call, stamped half a second earlier
+    assert await broker.take_tokens("api", 2.0, 5.0) > 0
+    clock.advance(0.5)  # back at the last refill: nothing new has accrued
+    assert await broker.take_tokens("api", 2.0, 5.0) > 0
+    clock.advance(0.5)
+    assert await broker.take_tokens("api", 2.0, 5.0) == 0.0
+
+
 async def test_kv_with_ttl(broker: Broker, clock: FakeClock) -> None:
     assert await broker.kv_get("k") is None
     await broker.kv_set("k", b"v1")

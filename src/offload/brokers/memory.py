@@ -709,10 +709,11 @@ class MemoryBroker(BrokerBase):
             now = self.clock.now()
             tokens, at = self._buckets.get(bucket, (burst, now))
             tokens = min(burst, tokens + max(0.0, now - at) * rate)
+            at = max(at, now)  # a call stamped earlier than the last refill adds nothing
             if tokens >= n:
-                self._buckets[bucket] = (tokens - n, now)
+                self._buckets[bucket] = (tokens - n, at)
                 return 0.0
-            self._buckets[bucket] = (tokens, now)
+            self._buckets[bucket] = (tokens, at)
             return (n - tokens) / rate
 
     async def kv_get(self, key: str) -> bytes | None:

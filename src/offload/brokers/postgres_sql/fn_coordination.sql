@@ -6,7 +6,8 @@
 -- {schema}.take_tokens(bucket, rate, burst, n, now) -> seconds to wait (0: taken)
 --   A bucket refills at `rate` per second up to `burst` and starts full. Takes n tokens
 --   if there are enough; otherwise takes nothing and says when there will be. The row
---   lock makes concurrent takers of one bucket take turns.
+--   lock makes concurrent takers of one bucket take turns; `at` never moves back, so a
+--   call stamped before the last refill cannot refill the same interval twice.
 CREATE OR REPLACE FUNCTION {schema}.take_tokens(
     p_bucket text, p_rate float8, p_burst float8, p_n float8, p_now float8)
 RETURNS float8
@@ -25,7 +26,7 @@ BEGIN
     v_taken := v_tokens >= p_n;
     UPDATE {schema}.buckets b
        SET tokens = v_tokens - CASE WHEN v_taken THEN p_n ELSE 0 END,
-           at = p_now, rate = p_rate, burst = p_burst
+           at = greatest(v_at, p_now), rate = p_rate, burst = p_burst
      WHERE b.name = p_bucket;
     RETURN CASE WHEN v_taken THEN 0 ELSE (p_n - v_tokens) / p_rate END;
 END $$;

@@ -8,9 +8,12 @@ local tokens = tonumber(v[1] or '') or burst
 local at = tonumber(v[2] or '') or NOW
 tokens = math.min(burst, tokens + math.max(0, NOW - at) * rate)
 redis.call('EXPIRE', k, math.ceil(burst / rate) + SAFETY_S)
+-- Never move `at` back: a call stamped before the last refill (clients' clocks and network
+-- delays differ) must not refill the same interval twice.
+at = math.max(at, NOW)
 if tokens >= want then
-  redis.call('HSET', k, 'tok', tokens - want, 'at', NOW)
+  redis.call('HSET', k, 'tok', tokens - want, 'at', at)
   return '0'
 end
-redis.call('HSET', k, 'tok', tokens, 'at', NOW)
+redis.call('HSET', k, 'tok', tokens, 'at', at)
 return string.format('%.17g', (want - tokens) / rate)

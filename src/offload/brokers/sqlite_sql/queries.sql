@@ -512,12 +512,13 @@ INSERT INTO buckets (name, tokens, at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO
 -- name: bucket_take
 -- Refill at ?2 tokens/s up to ?3, then take ?4 tokens if there are enough; returns 0 or
 -- the seconds until there will be. ?1 bucket, ?5 now. SET reads the old row throughout.
+-- `at` never moves back, so a call stamped earlier cannot refill an interval twice.
 UPDATE buckets SET
     tokens = min(?3, tokens + max(0.0, ?5 - at) * ?2)
              - CASE WHEN min(?3, tokens + max(0.0, ?5 - at) * ?2) >= ?4 THEN ?4 ELSE 0.0 END,
     wait = CASE WHEN min(?3, tokens + max(0.0, ?5 - at) * ?2) >= ?4 THEN 0.0
                 ELSE (?4 - min(?3, tokens + max(0.0, ?5 - at) * ?2)) / ?2 END,
-    at = ?5
+    at = max(at, ?5)
 WHERE name = ?1
 RETURNING wait;
 
