@@ -6,6 +6,7 @@ are pages from an index, counts come from the broker's counters, timings are cap
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from offload.brokers.base import JobState, QueueStats, group_queue
@@ -43,10 +44,26 @@ class Queries:
         window_s: the span rates are measured over.
     """
 
-    def __init__(self, app: App, sampler: Sampler, window_s: float = 60.0) -> None:
+    def __init__(
+        self, app: App, sampler: Sampler, window_s: float = 60.0, stats_ttl_s: float = 1.0
+    ) -> None:
         self.app = app
         self.sampler = sampler
         self.window_s = window_s
+        self.stats_ttl_s = stats_ttl_s
+        self._stats: tuple[float, list[QueueStats]] | None = None
+        self._stats_lock = asyncio.Lock()
+
+    async def stats(self) -> list[QueueStats]:
+        """Every queue's stats, read at most once per ``stats_ttl_s`` however many pages
+        and viewers ask (the counts are aggregates: a second old is fresh enough)."""
+        async with self._stats_lock:
+            now = asyncio.get_running_loop().time()
+            if self._stats is not None and now - self._stats[0] < self.stats_ttl_s:
+                return self._stats[1]
+            stats = await (await self.broker()).stats()
+            self._stats = (asyncio.get_running_loop().time(), stats)
+            return stats
 
     async def broker(self) -> Broker:
         """The app's broker for the running loop."""
@@ -58,14 +75,14 @@ class Queries:
 
     async def sample(self) -> list[QueueStats]:
         """Read every queue's stats and let the sampler keep them."""
-        stats = await (await self.broker()).stats()
+        stats = await self.stats()
         self.sampler.observe(stats)
         return stats
 
     async def overview(self) -> Overview:
         """Every queue with counts and rates, and the live worker count."""
         broker = await self.broker()
-        stats = await broker.stats()
+        stats = await self.stats()
         now = self.sampler.observe(stats)
         base = self.sampler.base_for(now, self.window_s)
         workers = await broker.workers()
