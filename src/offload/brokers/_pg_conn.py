@@ -37,10 +37,11 @@ __all__ = ["PgSettings", "map_error", "parse_url"]
 _OWN_PARAMS = ("schema", "pool_min_size", "pool_max_size", "pool_timeout")
 _DEFAULT_CONNECT_TIMEOUT = "5"
 
-# SQLSTATEs worth retrying: serialization failure, deadlock, lock not available, query
-# cancelled, admin shutdown, crash shutdown, cannot connect now, too many connections,
-# out of memory / resources, and the connection exception class.
-_TRANSIENT = re.compile(r"40001|40P01|55P03|57014|57P0[1-4]|53[0-9]{3}|08[0-9A-Z]{3}")
+# SQLSTATEs worth retrying. Busy: serialization failure, deadlock, lock not available,
+# query cancelled. Unreachable: admin or crash shutdown, cannot connect now, too many
+# connections, out of resources, and the connection exception class.
+_BUSY = re.compile(r"40001|40P01|55P03|57014")
+_UNREACHABLE = re.compile(r"57P0[1-4]|53[0-9]{3}|08[0-9A-Z]{3}")
 _SCHEMA_MISSING = (
     pg_errors.UndefinedTable,
     pg_errors.UndefinedFunction,
@@ -119,7 +120,10 @@ def map_error(exc: BaseException, settings: PgSettings) -> BrokerError:
             f"The offload schema {settings.schema!r} at {where} is missing or incomplete "
             f"({detail}): run `offload db migrate`."
         )
-    if _is_transient(exc):
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if _BUSY.fullmatch(sqlstate):
+        return BrokerUnavailable(f"PostgreSQL at {where} is busy ({detail}); offload retries.")
+    if _is_unreachable(exc, sqlstate):
         return BrokerUnavailable(
             f"PostgreSQL at {where} is unavailable ({detail}). offload retries; check that "
             "the server is running and reachable."
@@ -127,12 +131,11 @@ def map_error(exc: BaseException, settings: PgSettings) -> BrokerError:
     return BrokerError(f"PostgreSQL at {where} failed: {detail}")
 
 
-def _is_transient(exc: BaseException) -> bool:
+def _is_unreachable(exc: BaseException, sqlstate: str) -> bool:
     if isinstance(exc, PoolTimeout):
         return True
-    sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate:
-        return _TRANSIENT.fullmatch(sqlstate) is not None
+        return _UNREACHABLE.fullmatch(sqlstate) is not None
     return isinstance(exc, psycopg.OperationalError) and not _REFUSED.search(str(exc))
 
 

@@ -92,7 +92,8 @@ def enqueue_params(requests: Sequence[EnqueueRequest], now: float) -> list[Any]:
 
 
 def settle_params(settlements: Sequence[Settlement], now: float) -> list[Any]:
-    """Arguments of the ``settle`` statement: the settlements, then their follow-ups."""
+    """Arguments of the ``settle`` statement, or of ``settle_follow_ups`` (the settlements,
+    then their follow-ups) when any settlement has follow-ups."""
     ids, tokens, kinds, results, errors, delays = [], [], [], [], [], []
     parents: list[int] = []
     follow_ups: list[EnqueueRequest] = []
@@ -108,9 +109,12 @@ def settle_params(settlements: Sequence[Settlement], now: float) -> list[Any]:
         if isinstance(s, Ack | Bury) and s.follow_ups:
             parents.extend([n] * len(s.follow_ups))
             follow_ups.extend(s.follow_ups)
+    params = [ids, tokens, kinds, results, errors, delays, now]
+    if not follow_ups:
+        return params
     arrays = request_arrays(follow_ups)
     del arrays[13]  # max_depth: follow-ups are never bounded
-    return [ids, tokens, kinds, results, errors, delays, now, parents, *arrays]
+    return [*params, parents, *arrays]
 
 
 def _settlement_fields(s: Settlement) -> tuple[str, bytes | None, ErrorRecord | None, float]:

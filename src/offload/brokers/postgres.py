@@ -70,6 +70,9 @@ _POLL_MAX_S = 1.0
 #: while the listening connection reconnects).
 _SAFETY_POLL_S = 5.0
 _LISTEN_READY_S = 1.0
+#: A result wait marks its queue as awaited until this long past its own deadline (a
+#: margin for clock skew between machines), and renews the mark only when it runs short.
+_AWAIT_MARGIN_S = 60.0
 _RETRIES = 3
 _decode_worker = msgspec.json.Decoder(WorkerInfo).decode
 _encode_json = msgspec.json.Encoder().encode
@@ -96,6 +99,7 @@ class PostgresBroker(BrokerBase):
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._listener = Listener(self.settings.conninfo, self.schema)
         self._checking: asyncio.Task[None] | None = None
+        self._awaited: dict[str, float] = {}
         self._rr = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,7 +129,11 @@ class PostgresBroker(BrokerBase):
             name=f"offload-{self.schema}",
             open=False,
         )
-        await self._guard(pool.open(wait=True, timeout=self.settings.pool_timeout))
+        try:
+            await self._guard(pool.open(wait=True, timeout=self.settings.pool_timeout))
+        except BaseException:
+            await pool.close()
+            raise
         self._pool = pool
 
     async def close(self) -> None:
@@ -319,7 +327,8 @@ class PostgresBroker(BrokerBase):
         now = self.clock.now()
         ids = [d.job_id for d in deliveries]
         tokens = [d.lease_token for d in deliveries]
-        found = await self._fetch("extend", [now, lease_s, ids, tokens, now])
+        params = {"now": now, "lease_s": lease_s, "ids": ids, "tokens": tokens}
+        found = await self._fetch("extend", params)
         held = {(r[0], r[1]): (r[2], r[3]) for r in found}
         out = []
         for d in deliveries:
@@ -334,7 +343,8 @@ class PostgresBroker(BrokerBase):
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        found = await self._fetch("settle", rows.settle_params(settlements, self.clock.now()))
+        params = rows.settle_params(settlements, self.clock.now())
+        found = await self._fetch("settle" if len(params) == 7 else "settle_follow_ups", params)
         return [r[0] for r in found]
 
     async def recover_expired(self, limit: int = 1000) -> int:
@@ -369,6 +379,7 @@ class PostgresBroker(BrokerBase):
         if record is None or record.state.is_final or timeout_s <= 0:
             return record
         await self._listener.start(min(timeout_s, _LISTEN_READY_S))
+        await self._await_results(record.queue, timeout_s)
         keys = [f"d:{record.queue}"]
         backoff = _POLL_MIN_S
         while True:
@@ -377,9 +388,17 @@ class PostgresBroker(BrokerBase):
             remaining = deadline - loop.time()
             if record is None or record.state.is_final or remaining <= 0:
                 return record
-            poll = _SAFETY_POLL_S if self._listener.listening else backoff
-            await self._listener.wait(keys, seen, min(remaining, poll))
+            await self._listener.wait(keys, seen, min(remaining, backoff))
             backoff = min(backoff * 2, _POLL_MAX_S)
+
+    async def _await_results(self, queue: str, timeout_s: float) -> None:
+        """Make jobs ending in ``queue`` notify for at least ``timeout_s`` from now."""
+        needed = self.clock.now() + timeout_s
+        if self._awaited.get(queue, float("-inf")) >= needed:
+            return
+        until = needed + _AWAIT_MARGIN_S
+        await self._fetch("await_results", [queue, until])
+        self._awaited[queue] = until
 
     # ------------------------------------------------------------------ topics
 

@@ -6,15 +6,15 @@
 -- Sequences created: {schema}.event_offsets
 
 CREATE TABLE {schema}.topics (
-    name        text PRIMARY KEY,
+    name        text COLLATE "C" PRIMARY KEY,
     retention_s float8 DEFAULT 604800,
     max_events  bigint,
     replays     int NOT NULL DEFAULT 0
 );
 
 CREATE TABLE {schema}.topic_groups (
-    topic          text NOT NULL,
-    grp            text NOT NULL,
+    topic          text COLLATE "C" NOT NULL,
+    grp            text COLLATE "C" NOT NULL,
     from_start     boolean NOT NULL DEFAULT false,
     max_attempts   int NOT NULL DEFAULT 1,
     max_recoveries int NOT NULL DEFAULT 3,
@@ -30,7 +30,7 @@ CREATE TABLE {schema}.topic_groups (
 CREATE SEQUENCE {schema}.event_offsets AS bigint MINVALUE 0 START 0;
 
 CREATE TABLE {schema}.events (
-    topic        text NOT NULL,
+    topic        text COLLATE "C" NOT NULL,
     "offset"     bigint NOT NULL,
     id           text NOT NULL,
     payload      bytea NOT NULL,
@@ -42,13 +42,13 @@ CREATE TABLE {schema}.events (
 CREATE INDEX events_published ON {schema}.events (topic, published_at);
 
 CREATE TABLE {schema}.named_leases (
-    name       text PRIMARY KEY,
+    name       text COLLATE "C" PRIMARY KEY,
     owner      text NOT NULL,
     expires_at float8 NOT NULL
 );
 
 CREATE TABLE {schema}.buckets (
-    name   text PRIMARY KEY,
+    name   text COLLATE "C" PRIMARY KEY,
     tokens float8 NOT NULL,
     at     float8 NOT NULL,
     rate   float8 NOT NULL,
@@ -56,14 +56,14 @@ CREATE TABLE {schema}.buckets (
 );
 
 CREATE TABLE {schema}.kv (
-    key        text PRIMARY KEY,
+    key        text COLLATE "C" PRIMARY KEY,
     value      bytea NOT NULL,
     expires_at float8
 );
 CREATE INDEX kv_expiring ON {schema}.kv (expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE TABLE {schema}.workers (
-    id         text PRIMARY KEY,
+    id         text COLLATE "C" PRIMARY KEY,
     info       bytea NOT NULL,
     last_seen  float8 NOT NULL,
     expires_at float8 NOT NULL

@@ -19,7 +19,7 @@ RETURNS TABLE (
     id text, queue text, name text, kind text, payload bytea, attempts int,
     max_attempts int, recoveries int, lease_token bigint, lease_expires float8,
     enqueued_at float8, priority int, key text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_queue text;
@@ -29,6 +29,10 @@ BEGIN
     IF p_limit <= 0 THEN
         RETURN;
     END IF;
+    -- Probe first: an UPDATE of nothing would still run the jobs triggers.
+    IF EXISTS (SELECT 1 FROM {schema}.jobs d
+                WHERE d.queue = ANY (p_queues) AND d.state IN ('scheduled', 'retrying')
+                  AND d.run_at <= p_now) THEN
     UPDATE {schema}.jobs j SET state = 'queued'
      WHERE j.id IN (
         SELECT d.id FROM {schema}.jobs d
@@ -37,16 +41,13 @@ BEGIN
          ORDER BY d.run_at
          LIMIT 1000
          FOR UPDATE SKIP LOCKED);
+    END IF;
 
     FOREACH v_queue IN ARRAY p_queues LOOP
+        -- The picked rows are locked by this statement, so their ctids are stable: the
+        -- update reaches them by TID instead of descending the primary key again.
         RETURN QUERY
-        WITH picked AS (
-            SELECT r.id FROM {schema}.jobs r
-             WHERE r.queue = v_queue AND r.state = 'queued'
-             ORDER BY r.priority DESC, r.run_at, r.seq
-             LIMIT v_left
-             FOR UPDATE SKIP LOCKED
-        ), taken AS (
+        WITH taken AS (
             UPDATE {schema}.jobs j
                SET state = 'running',
                    attempts = j.attempts + 1,
@@ -55,8 +56,12 @@ BEGIN
                    worker_id = p_worker,
                    lease_token = 1 + floor(random() * 4611686018427387903)::bigint,
                    lease_expires = p_now + p_lease_s
-              FROM picked
-             WHERE j.id = picked.id
+             WHERE j.ctid = ANY (ARRAY(
+                SELECT r.ctid FROM {schema}.jobs r
+                 WHERE r.queue = v_queue AND r.state = 'queued'
+                 ORDER BY r.priority DESC, r.run_at, r.seq
+                 LIMIT v_left
+                 FOR UPDATE SKIP LOCKED))
             RETURNING j.id, j.queue, j.name, j.kind, j.payload, j.attempts, j.max_attempts,
                       j.recoveries, j.lease_token, j.lease_expires, j.enqueued_at,
                       j.priority, j.key, j.run_at, j.seq

@@ -35,6 +35,7 @@ BEGIN
       INTO v_simple
       FROM unnest(p_ids, p_keys, p_max_depths) AS u(id, key, max_depth);
     IF NOT coalesce(v_simple, true) THEN
+        PERFORM {schema}.lock_keys(p_queues, p_keys);
         FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
             CONTINUE WHEN p_ids[i] IS NULL;
             RETURN QUERY SELECT * FROM {schema}.enqueue_one(
@@ -174,6 +175,23 @@ BEGIN
       INTO v_depth
       FROM {schema}.stats s WHERE s.queue = p_queue;
     RETURN v_depth;
+END $$;
+
+
+-- Create (if missing) and lock the key rows of a batch in (queue, key) order, the one
+-- order every function takes them in, so concurrent batches wait instead of deadlocking.
+CREATE OR REPLACE FUNCTION {schema}.lock_keys(p_queues text[], p_keys text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.job_keys (queue, key)
+    SELECT DISTINCT u.queue, u.key FROM unnest(p_queues, p_keys) AS u(queue, key)
+     WHERE u.key IS NOT NULL
+     ORDER BY u.queue, u.key
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {schema}.job_keys k
+     WHERE (k.queue, k.key) IN (SELECT u.queue, u.key FROM unnest(p_queues, p_keys) AS u(queue, key))
+     ORDER BY k.queue, k.key
+       FOR UPDATE;
 END $$;
 
 

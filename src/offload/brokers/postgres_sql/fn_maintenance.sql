@@ -2,8 +2,8 @@
 --
 -- Tables: {schema}.jobs, {schema}.job_keys (slots freed or taken), {schema}.events and
 --         {schema}.topics (retention), {schema}.kv, {schema}.workers,
---         {schema}.named_leases, {schema}.buckets (expired rows), {schema}.stats (through
---         the jobs triggers).
+--         {schema}.named_leases, {schema}.buckets, {schema}.result_waits (expired rows),
+--         {schema}.stats (through the jobs triggers).
 -- Lock order, everywhere: key rows (sorted) before the rows of jobs waiting on them.
 
 -- {schema}.recover_expired(limit, now) -> number of jobs recovered
@@ -159,6 +159,9 @@ DECLARE
     v_count int := 0;
     v_state text;
 BEGIN
+    PERFORM {schema}.lock_keys(
+        ARRAY(SELECT j.queue FROM {schema}.jobs j WHERE j.id = ANY (p_ids)),
+        ARRAY(SELECT j.key FROM {schema}.jobs j WHERE j.id = ANY (p_ids)));
     FOR r IN
         SELECT j.id, j.queue, j.key, j.key_limit, j.dedupe_key FROM {schema}.jobs j
          WHERE j.id = ANY (p_ids) AND j.state IN ('dead', 'cancelled')
@@ -187,7 +190,8 @@ END $$;
 -- {schema}.prune(limit, now) -> number of jobs and events deleted
 --   Deletes up to `limit` final jobs whose TTL passed, then up to `limit` events beyond
 --   their topic's max_events or older than its retention, and expired kv entries,
---   workers, named leases and full token buckets (those equal a missing row). Call it
+--   workers, named leases, result waits and full token buckets (those equal a missing
+--   row). Call it
 --   again while it returns `limit` or more.
 CREATE OR REPLACE FUNCTION {schema}.prune(p_limit int, p_now float8)
 RETURNS int
@@ -227,5 +231,6 @@ BEGIN
     DELETE FROM {schema}.named_leases l WHERE l.expires_at <= p_now - 86400;
     DELETE FROM {schema}.buckets b
      WHERE b.tokens + (p_now - b.at) * b.rate >= b.burst;
+    DELETE FROM {schema}.result_waits r WHERE r.until < p_now;
     RETURN v_jobs + v_events;
 END $$;

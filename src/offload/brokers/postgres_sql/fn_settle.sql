@@ -10,7 +10,8 @@
 --   Fencing: a settlement applies only while the job is running under that lease token
 --   and lease_expires > now; otherwise it changes nothing. When one job appears twice in
 --   a batch, the first settlement is the one that can apply.
---   Follow-ups: enqueue arrays (as {schema}.enqueue) plus f_parents, the 1-based position
+--   Follow-ups (optional): enqueue arrays (as {schema}.enqueue, without max_depths) plus
+--   f_parents, the 1-based position
 --   of the settlement each belongs to; a follow-up is stored (unbounded) only if its
 --   settlement applied, in the same transaction.
 --   Returns one boolean per settlement, in order: did it apply.
@@ -18,10 +19,13 @@
 CREATE OR REPLACE FUNCTION {schema}.settle(
     p_ids text[], p_tokens bigint[], p_kinds text[], p_results bytea[], p_errors jsonb[],
     p_delays float8[], p_now float8,
-    f_parents int[], f_ids text[], f_queues text[], f_names text[], f_kinds text[],
-    f_payloads bytea[], f_enqueued_ats float8[], f_priorities int[], f_etas float8[],
-    f_keys text[], f_key_limits int[], f_dedupe_keys text[], f_max_attempts int[],
-    f_max_recoveries int[], f_result_ttls float8[], f_dead_ttls float8[])
+    f_parents int[] DEFAULT '{}', f_ids text[] DEFAULT '{}', f_queues text[] DEFAULT '{}',
+    f_names text[] DEFAULT '{}', f_kinds text[] DEFAULT '{}', f_payloads bytea[] DEFAULT '{}',
+    f_enqueued_ats float8[] DEFAULT '{}', f_priorities int[] DEFAULT '{}',
+    f_etas float8[] DEFAULT '{}', f_keys text[] DEFAULT '{}', f_key_limits int[] DEFAULT '{}',
+    f_dedupe_keys text[] DEFAULT '{}', f_max_attempts int[] DEFAULT '{}',
+    f_max_recoveries int[] DEFAULT '{}', f_result_ttls float8[] DEFAULT '{}',
+    f_dead_ttls float8[] DEFAULT '{}')
 RETURNS SETOF boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -60,8 +64,12 @@ BEGIN
             lease_token = NULL,
             lease_expires = NULL
           FROM s
-         WHERE j.id = s.id AND j.state = 'running' AND j.lease_token = s.token
-           AND j.lease_expires > p_now
+         WHERE j.id = ANY (p_ids) AND j.id = s.id
+           -- The fence, kept out of reach of the partial indexes: jobs are found by id
+           -- (one primary-key probe each), never by scanning every running job, whatever
+           -- stale statistics say about how many there are.
+           AND (j.state = 'running' AND j.lease_token = s.token
+                AND j.lease_expires > p_now) IS TRUE
         RETURNING s.ord, j.queue, j.key, j.state
     )
     SELECT array_agg(d.ord),

@@ -1,63 +1,71 @@
 -- The statements the Python side runs, one per broker operation, each a single round
 -- trip. Blocks start with "-- name: <name>"; the lines after it say what it does, which
--- tables it touches and its positional arguments (%s, in order).
+-- tables it touches and its positional arguments (%b, in order; sent in binary).
 -- Every instant is passed in from the broker's clock; none comes from the server.
 
 -- name: enqueue
 -- Store a batch of jobs ({schema}.enqueue; tables jobs, job_keys, queues, stats).
 -- Args: 16 arrays (one element per request), now.
 SELECT status, job_id, depth FROM {schema}.enqueue(
-    %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::float8[], %s::int[],
-    %s::float8[], %s::text[], %s::int[], %s::text[], %s::int[], %s::int[], %s::int[],
-    %s::float8[], %s::float8[], %s::float8)
+    %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::float8[], %b::int[],
+    %b::float8[], %b::text[], %b::int[], %b::text[], %b::int[], %b::int[], %b::int[],
+    %b::float8[], %b::float8[], %b::float8)
 
 -- name: claim
 -- Claim due jobs ({schema}.claim; tables jobs, stats).
 -- Args: queues, worker_id, limit, lease_s, now.
-SELECT * FROM {schema}.claim(%s::text[], %s::text, %s::int, %s::float8, %s::float8)
+SELECT * FROM {schema}.claim(%b::text[], %b::text, %b::int, %b::float8, %b::float8)
 
 -- name: next_due
 -- The earliest run_at among delayed jobs of these queues (tables: jobs). Args: queues.
-SELECT {schema}.next_due(%s::text[])
+SELECT {schema}.next_due(%b::text[])
 
 -- name: extend
 -- Renew leases still held (fenced like a settlement); report cancel requests.
--- Tables: jobs. Args: now, lease_s, ids, tokens, now.
-UPDATE {schema}.jobs j SET lease_expires = %s::float8 + %s::float8
-  FROM unnest(%s::text[], %s::bigint[]) AS u(id, token)
- WHERE j.id = u.id AND j.state = 'running' AND j.lease_token = u.token
-   AND j.lease_expires > %s::float8
+-- Tables: jobs. Args (named): now, lease_s, ids, tokens.
+-- The fence is kept out of reach of the partial indexes (see settle): jobs are found by id.
+UPDATE {schema}.jobs j SET lease_expires = %(now)b::float8 + %(lease_s)b::float8
+  FROM unnest(%(ids)b::text[], %(tokens)b::bigint[]) AS u(id, token)
+ WHERE j.id = ANY (%(ids)b::text[]) AND j.id = u.id
+   AND (j.state = 'running' AND j.lease_token = u.token
+        AND j.lease_expires > %(now)b::float8) IS TRUE
 RETURNING j.id, j.lease_token, j.cancel_requested, j.lease_expires
 
 -- name: settle
--- Record outcomes and follow-ups ({schema}.settle; tables jobs, job_keys, stats).
--- Args: ids, tokens, kinds, results, errors, delays, now, then the follow-ups: parents
--- and the 15 request arrays of enqueue (without max_depths).
+-- Record outcomes ({schema}.settle; tables jobs, job_keys, stats).
+-- Args: ids, tokens, kinds, results, errors, delays, now.
 SELECT {schema}.settle(
-    %s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::jsonb[], %s::float8[], %s::float8,
-    %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::float8[],
-    %s::int[], %s::float8[], %s::text[], %s::int[], %s::text[], %s::int[], %s::int[],
-    %s::float8[], %s::float8[])
+    %b::text[], %b::bigint[], %b::text[], %b::bytea[], %b::jsonb[], %b::float8[], %b::float8)
+
+-- name: settle_follow_ups
+-- Record outcomes and enqueue follow-ups ({schema}.settle; tables jobs, job_keys, stats).
+-- Args: as settle, then the follow-ups: parents and the 15 request arrays of enqueue
+-- (without max_depths).
+SELECT {schema}.settle(
+    %b::text[], %b::bigint[], %b::text[], %b::bytea[], %b::jsonb[], %b::float8[], %b::float8,
+    %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::float8[],
+    %b::int[], %b::float8[], %b::text[], %b::int[], %b::text[], %b::int[], %b::int[],
+    %b::float8[], %b::float8[])
 
 -- name: set_progress
 -- Record a running job's progress, fenced. Tables: jobs.
 -- Args: value, message, id, token, now.
-UPDATE {schema}.jobs j SET progress = %s::float8, progress_message = %s::text
- WHERE j.id = %s::text AND j.state = 'running' AND j.lease_token = %s::bigint
-   AND j.lease_expires > %s::float8
+UPDATE {schema}.jobs j SET progress = %b::float8, progress_message = %b::text
+ WHERE j.id = %b::text AND j.state = 'running' AND j.lease_token = %b::bigint
+   AND j.lease_expires > %b::float8
 RETURNING j.id
 
 -- name: recover_expired
 -- Tables: jobs, job_keys, stats. Args: limit, now.
-SELECT {schema}.recover_expired(%s::int, %s::float8)
+SELECT {schema}.recover_expired(%b::int, %b::float8)
 
 -- name: prune
 -- Tables: jobs, events, topics, kv, workers, named_leases, buckets. Args: limit, now.
-SELECT {schema}.prune(%s::int, %s::float8)
+SELECT {schema}.prune(%b::int, %b::float8)
 
 -- name: cancel
 -- Tables: jobs, job_keys, stats. Args: ids, now.
-SELECT state FROM {schema}.cancel(%s::text[], %s::float8)
+SELECT state FROM {schema}.cancel(%b::text[], %b::float8)
 
 -- name: get_jobs
 -- Full records of these jobs (tables: jobs). Args: ids.
@@ -65,7 +73,7 @@ SELECT id, queue, name, kind, state, payload, priority, key, dedupe_key, attempt
        max_attempts, recoveries, enqueued_at, run_at, started_at, finished_at, result,
        errors::text, progress, progress_message, cancel_requested, worker_id, lease_expires,
        seq
-  FROM {schema}.jobs WHERE id = ANY (%s::text[])
+  FROM {schema}.jobs WHERE id = ANY (%b::text[])
 
 -- name: list_jobs
 -- Jobs matching the optional filters, newest first, one more than asked (to know if
@@ -75,38 +83,38 @@ SELECT id, queue, name, kind, state, payload, priority, key, dedupe_key, attempt
        errors::text, progress, progress_message, cancel_requested, worker_id, lease_expires,
        seq
   FROM {schema}.jobs
- WHERE (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-   AND (%(state)s::text IS NULL OR state = %(state)s::text)
-   AND (%(name)s::text IS NULL OR name = %(name)s::text)
-   AND (%(before)s::bigint IS NULL OR seq < %(before)s::bigint)
+ WHERE (%(queue)b::text IS NULL OR queue = %(queue)b::text)
+   AND (%(state)b::text IS NULL OR state = %(state)b::text)
+   AND (%(name)b::text IS NULL OR name = %(name)b::text)
+   AND (%(before)b::bigint IS NULL OR seq < %(before)b::bigint)
  ORDER BY seq DESC
- LIMIT %(limit)s::int
+ LIMIT %(limit)b::int
 
 -- name: timings
 -- Finished (succeeded or dead) jobs of a queue since an instant, newest first.
 -- Tables: jobs. Args: queue, since, limit.
 SELECT name, state, enqueued_at, due_at, started_at, finished_at
   FROM {schema}.jobs
- WHERE queue = %s::text AND state IN ('succeeded', 'dead')
-   AND finished_at >= %s::float8 AND started_at IS NOT NULL
+ WHERE queue = %b::text AND state IN ('succeeded', 'dead')
+   AND finished_at >= %b::float8 AND started_at IS NOT NULL
  ORDER BY finished_at DESC
- LIMIT %s::int
+ LIMIT %b::int
 
 -- name: requeue
 -- Tables: jobs, job_keys, stats. Args: ids, now.
-SELECT {schema}.requeue(%s::text[], %s::float8)
+SELECT {schema}.requeue(%b::text[], %b::float8)
 
 -- name: delete_jobs
 -- Tables: jobs, job_keys, stats. Args: ids, now.
-SELECT {schema}.delete_jobs(%s::text[], %s::float8)
+SELECT {schema}.delete_jobs(%b::text[], %b::float8)
 
 -- name: purge
 -- Delete a queue's jobs in these states (never running ones). Tables: jobs, job_keys,
 -- stats. Args: queue, states, now.
 SELECT {schema}.delete_jobs(
     ARRAY(SELECT j.id FROM {schema}.jobs j
-           WHERE j.queue = %s::text AND j.state = ANY (%s::text[]) AND j.state <> 'running'),
-    %s::float8)
+           WHERE j.queue = %b::text AND j.state = ANY (%b::text[]) AND j.state <> 'running'),
+    %b::float8)
 
 -- name: queues
 -- Every queue that holds or held jobs (tables: stats).
@@ -117,7 +125,7 @@ SELECT DISTINCT queue FROM {schema}.stats ORDER BY queue
 -- the enqueue time of its oldest pending job. NULL queues: every known queue.
 -- Tables: stats, jobs. Args: queues.
 WITH qs AS (
-    SELECT coalesce(%s::text[], ARRAY(SELECT DISTINCT s.queue FROM {schema}.stats s)) AS a
+    SELECT coalesce(%b::text[], ARRAY(SELECT DISTINCT s.queue FROM {schema}.stats s)) AS a
 )
 SELECT s.queue, s.name,
        sum(s.n_scheduled)::bigint, sum(s.n_queued)::bigint, sum(s.n_blocked)::bigint,
@@ -141,19 +149,25 @@ SELECT q.queue, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 -- Tables: topics, events, topic_groups, jobs. Args: topic, ids, payloads, keys,
 -- group_keys (JSON objects or NULL), published_ats, now.
 SELECT {schema}.publish(
-    %s::text, %s::text[], %s::bytea[], %s::text[], %s::jsonb[], %s::float8[], %s::float8)
+    %b::text, %b::text[], %b::bytea[], %b::text[], %b::jsonb[], %b::float8[], %b::float8)
+
+-- name: await_results
+-- Say that results of this queue are awaited until an instant, so jobs ending there
+-- notify. Tables: result_waits. Args: queue, until.
+INSERT INTO {schema}.result_waits AS r (queue, until) VALUES (%b::text, %b::float8)
+ON CONFLICT (queue) DO UPDATE SET until = greatest(r.until, excluded.until)
 
 -- name: ensure_topic
 -- Tables: topics, topic_groups, events, jobs. Args: topic, retention_s, max_events,
 -- groups, from_starts, max_attempts, max_recoveries, result_ttls, dead_ttls, now.
 SELECT {schema}.ensure_topic(
-    %s::text, %s::float8, %s::bigint, %s::text[], %s::boolean[], %s::int[], %s::int[],
-    %s::float8[], %s::float8[], %s::float8)
+    %b::text, %b::float8, %b::bigint, %b::text[], %b::boolean[], %b::int[], %b::int[],
+    %b::float8[], %b::float8[], %b::float8)
 
 -- name: replay
 -- Tables: topics, topic_groups, events, jobs. Args: topic, group, from_offset, from_time,
 -- now.
-SELECT {schema}.replay(%s::text, %s::text, %s::bigint, %s::float8, %s::float8)
+SELECT {schema}.replay(%b::text, %b::text, %b::bigint, %b::float8, %b::float8)
 
 -- name: topics
 -- Every topic with its retained range and its groups (tables: topics, events,
@@ -175,40 +189,40 @@ SELECT t.name, t.retention_s, t.max_events, e.first, e.last, e.retained,
 -- Take or renew a named lease: free, expired or already ours. Tables: named_leases.
 -- Args: name, owner, expires_at, now.
 INSERT INTO {schema}.named_leases AS l (name, owner, expires_at)
-VALUES (%s::text, %s::text, %s::float8)
+VALUES (%b::text, %b::text, %b::float8)
 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
- WHERE l.owner = excluded.owner OR l.expires_at <= %s::float8
+ WHERE l.owner = excluded.owner OR l.expires_at <= %b::float8
 RETURNING l.name
 
 -- name: release_lease
 -- Tables: named_leases. Args: name, owner.
-DELETE FROM {schema}.named_leases WHERE name = %s::text AND owner = %s::text RETURNING name
+DELETE FROM {schema}.named_leases WHERE name = %b::text AND owner = %b::text RETURNING name
 
 -- name: take_tokens
 -- Tables: buckets. Args: bucket, rate, burst, n, now.
-SELECT {schema}.take_tokens(%s::text, %s::float8, %s::float8, %s::float8, %s::float8)
+SELECT {schema}.take_tokens(%b::text, %b::float8, %b::float8, %b::float8, %b::float8)
 
 -- name: kv_get
 -- Tables: kv. Args: key, now.
 SELECT value FROM {schema}.kv
- WHERE key = %s::text AND (expires_at IS NULL OR expires_at > %s::float8)
+ WHERE key = %b::text AND (expires_at IS NULL OR expires_at > %b::float8)
 
 -- name: kv_set
 -- Tables: kv. Args: key, value, expires_at (NULL: never).
-INSERT INTO {schema}.kv (key, value, expires_at) VALUES (%s::text, %s::bytea, %s::float8)
+INSERT INTO {schema}.kv (key, value, expires_at) VALUES (%b::text, %b::bytea, %b::float8)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 
 -- name: register_worker
 -- Tables: workers. Args: id, info (JSON of WorkerInfo), last_seen, expires_at.
 INSERT INTO {schema}.workers (id, info, last_seen, expires_at)
-VALUES (%s::text, %s::bytea, %s::float8, %s::float8)
+VALUES (%b::text, %b::bytea, %b::float8, %b::float8)
 ON CONFLICT (id) DO UPDATE SET
     info = excluded.info, last_seen = excluded.last_seen, expires_at = excluded.expires_at
 
 -- name: unregister_worker
 -- Tables: workers. Args: id.
-DELETE FROM {schema}.workers WHERE id = %s::text
+DELETE FROM {schema}.workers WHERE id = %b::text
 
 -- name: workers
 -- Workers seen within their TTL. Tables: workers. Args: now.
-SELECT info, last_seen FROM {schema}.workers WHERE expires_at > %s::float8 ORDER BY id
+SELECT info, last_seen FROM {schema}.workers WHERE expires_at > %b::float8 ORDER BY id
