@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from offload.brokers.base import QueueStats, Timing
+    from offload.metrics.report import FlowStats
 
-__all__ = ["p95", "queue_view"]
+__all__ = ["apply_report", "p95", "queue_view"]
 
 
 def p95(values: Sequence[float]) -> float | None:
@@ -82,3 +83,28 @@ def _drain(backlog: int, lam: float, x: float) -> tuple[float | None, str]:
     if x <= lam:
         return None, "not draining: arrivals keep up with completions"
     return backlog / (x - lam), ""
+
+
+def apply_report(view: QueueView, flow: FlowStats) -> None:
+    """Take the figures of ``offload.metrics`` (what ``app.stats()`` reports) over ours,
+    so the dashboard, ``offload stats`` and ``/metrics`` agree."""
+    view.window_s = flow.window_s
+    view.lam = flow.arrival_rate
+    view.x = flow.completion_rate
+    view.l = flow.jobs_in_system
+    view.w = flow.time_in_system_s
+    view.lam_w = flow.little_lw
+    view.littles_gap = None if flow.little_error is None else abs(flow.little_error)
+    view.utilisation = flow.utilisation
+    view.wait_p95_s = flow.wait.p95 if flow.wait.count else view.wait_p95_s
+    view.service_p95_s = flow.service.p95 if flow.service.count else view.service_p95_s
+    predictions = flow.predictions
+    if predictions is None:
+        return
+    view.wait_now_s = predictions.wait_now_s.value
+    view.slots_needed = predictions.slots_needed.value
+    if view.pending + view.running == 0:
+        view.drain_s, view.drain_note = 0.0, "empty"
+    else:
+        view.drain_s = predictions.drain_s.value
+        view.drain_note = predictions.drain_s.unavailable or predictions.drain_s.assumes

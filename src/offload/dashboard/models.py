@@ -55,6 +55,8 @@ class QueueView(msgspec.Struct, kw_only=True):
     service_p95_s: float | None = None
     drain_s: float | None = None
     drain_note: str = ""
+    wait_now_s: float | None = None
+    slots_needed: float | None = None
 
 
 class Overview(msgspec.Struct, kw_only=True):

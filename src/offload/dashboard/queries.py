@@ -21,6 +21,7 @@ from offload.dashboard.models import (
     TopicView,
     WorkerView,
 )
+from offload.metrics.littles_law import Sample, build_report
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -87,18 +88,28 @@ class Queries:
         base = self.sampler.base_for(now, self.window_s)
         workers = await broker.workers()
         slots = _slots(workers)
-        rows = []
+        rows, timings = [], {}
         for s in stats:
-            timings = await broker.timings(s.queue, s.at - self.window_s, TIMINGS_PER_QUEUE)
+            timings[s.queue] = await broker.timings(
+                s.queue, s.at - self.window_s, TIMINGS_PER_QUEUE
+            )
             before = base.queues.get(s.queue) if base is not None else None
-            rows.append(analytics.queue_view(s, before, slots.get(s.queue, 0), timings))
+            rows.append(analytics.queue_view(s, before, slots.get(s.queue, 0), timings[s.queue]))
+        if base is not None and base.at < now.at:
+            report = build_report(
+                Sample(base.at, base.queues), Sample(now.at, now.queues), timings, workers
+            )
+            flows = {f.name: f for f in report.queues}
+            for row in rows:
+                if row.queue in flows:
+                    analytics.apply_report(row, flows[row.queue])
         return Overview(
             at=now.at,
             backend=broker.capabilities.name,
             read_only=False,
             workers=len(workers),
             queues=rows,
-            analytics="dashboard",
+            analytics="offload.metrics.littles_law",
         )
 
     async def series(self, window_s: float) -> Series:
