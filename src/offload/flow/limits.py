@@ -4,8 +4,10 @@ A queue declared with ``max_depth`` holds at most that many pending jobs. The br
 the bound atomically with the insert (so concurrent producers never overshoot) and answers
 ``full``; this module turns ``full`` into the queue's policy:
 
-* ``reject``: raise :class:`~offload.errors.QueueFull` at once, carrying ``retry_after_s``
-  (what an HTTP layer turns into ``429`` + ``Retry-After``);
+* ``reject``: raise :class:`~offload.errors.QueueFull` at once, carrying ``depth``,
+  ``max_depth`` and ``retry_after_s``, the time the queue needs to drain a tenth of its
+  bound at its measured completion rate (:mod:`offload.metrics.estimates`); an HTTP layer
+  turns it into ``429``/``503`` + ``Retry-After``;
 * ``block``: wait, with backoff, until there is room or ``block_timeout_s`` passes, then
   raise ``QueueFull``. Producers thereby slow to the workers' pace.
 """
@@ -13,6 +15,7 @@ the bound atomically with the insert (so concurrent producers never overshoot) a
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -55,11 +58,32 @@ async def admit(
 ) -> list[EnqueueOutcome]:
     """Enqueue ``requests``, applying each queue's policy to the ones that find it full.
 
+    One broker call when nothing is full (the bound is checked inside it, so an unbounded
+    queue costs nothing extra). Blocked requests are retried with jittered backoff (5 ms
+    doubling to 250 ms), so a producer resumes within a quarter second of room appearing.
+
     Raises:
-        QueueFull: a ``reject`` queue is full, or a ``block`` queue stayed full too long.
-            Requests before it in the batch may have been stored (see ``outcomes``).
+        QueueFull: a ``reject`` queue is full, or a ``block`` queue stayed full too long;
+            ``retry_after_s`` comes from ``retry_after(queue, depth)``. Requests before
+            it in the batch may have been stored (see the error's ``outcomes``).
     """
     outcomes = await broker.enqueue(requests)
+    for o in outcomes:
+        if o.status == "full":
+            return await _wait_for_room(
+                broker, requests, outcomes, configs, retry_after, block_timeout_s
+            )
+    return outcomes
+
+
+async def _wait_for_room(
+    broker: Broker,
+    requests: Sequence[EnqueueRequest],
+    outcomes: list[EnqueueOutcome],
+    configs: Callable[[str], QueueConfig],
+    retry_after: RetryAfter,
+    block_timeout_s: float | None,
+) -> list[EnqueueOutcome]:
     loop = asyncio.get_running_loop()
     started = loop.time()
     delay = 0.005
@@ -71,16 +95,14 @@ async def admit(
         queue = requests[full[0]].queue
         cfg = configs(queue)
         timeout = cfg.block_timeout_s if block_timeout_s is None else block_timeout_s
-        if cfg.when_full == "reject" or loop.time() - started >= timeout:
-            error = QueueFull(
-                queue,
-                first.depth,
-                cfg.max_depth or first.depth,
-                await retry_after(queue, first.depth),
-            )
+        left = timeout - (loop.time() - started)
+        if cfg.when_full == "reject" or left <= 0:
+            max_depth = cfg.max_depth or first.depth
+            error = QueueFull(queue, first.depth, max_depth, await retry_after(queue, first.depth))
             error.outcomes = outcomes  # type: ignore[attr-defined]
             raise error
-        await asyncio.sleep(min(delay, max(0.0, timeout - (loop.time() - started))))
+        # Jitter keeps many blocked producers from retrying in lockstep.
+        await asyncio.sleep(min(delay * random.uniform(0.5, 1.0), left))
         delay = min(0.25, delay * 2)
         retried = await broker.enqueue([requests[i] for i in full])
         for i, o in zip(full, retried, strict=True):
