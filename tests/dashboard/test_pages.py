@@ -134,4 +134,18 @@ async def test_every_html_page_answers(filled) -> None:
             r = await c.get(path)
             assert r.status_code == 200, path
         assert (await c.get("/fragments/queues")).text.startswith('<section id="queues"')
-        assert (await c.get("/api/schedules")).json() == {"available": False, "schedules": []}
+
+
+async def test_schedules_show_next_and_last_runs(filled) -> None:
+    app, _ = filled
+
+    @app.every(minutes=5, schedule_name="digest", name="mail.digest")
+    async def digest() -> None: ...
+
+    async with client(create_dashboard(app)) as c:
+        listing = (await c.get("/api/schedules")).json()
+        page = (await c.get("/schedules")).text
+    [s] = listing["schedules"]
+    assert listing["available"] and s["name"] == "digest" and s["last_run"] is None
+    assert s["next_run"] > app.clock.now() and "5" in s["trigger"]
+    assert "digest" in page

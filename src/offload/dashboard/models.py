@@ -200,17 +200,22 @@ class TopicView(msgspec.Struct, kw_only=True):
 
 
 class ScheduleView(msgspec.Struct, kw_only=True):
-    """A schedule: what it runs, when it last ran and when it runs next."""
+    """A schedule: what it runs, when it last ran (and that tick's job), when it runs next,
+    and its missed-tick policy."""
 
     name: str
     task: str
-    every: str
+    queue: str
+    trigger: str
+    misfire: str
     next_run: float | None
     last_run: float | None
+    last_job_id: str | None
+    skipped: int
 
 
 class ScheduleList(msgspec.Struct, kw_only=True):
-    """The app's schedules (``available`` is False when this offload has none)."""
+    """The app's schedules (``available`` is False when the app cannot have any)."""
 
     available: bool
     schedules: list[ScheduleView]

@@ -17,11 +17,13 @@ from offload.dashboard.models import (
     JobList,
     Overview,
     ScheduleList,
+    ScheduleView,
     Series,
     TopicView,
     WorkerView,
 )
 from offload.metrics.littles_law import Sample, build_report
+from offload.schedules import schedule_infos
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -156,8 +158,25 @@ class Queries:
         return [_topic_view(t, stats) for t in infos]
 
     async def schedules(self) -> ScheduleList:
-        """The app's schedules (none until this offload has schedules)."""
-        return ScheduleList(available=False, schedules=[])
+        """The app's schedules with their last and next runs."""
+        infos = await schedule_infos(self.app)
+        return ScheduleList(
+            available=True,
+            schedules=[
+                ScheduleView(
+                    name=i.name,
+                    task=i.task,
+                    queue=i.queue,
+                    trigger=i.trigger,
+                    misfire=str(i.misfire),
+                    next_run=i.next_tick,
+                    last_run=i.last_tick,
+                    last_job_id=i.last_job_id,
+                    skipped=i.skipped,
+                )
+                for i in infos
+            ],
+        )
 
 
 def _slots(workers: Sequence[WorkerInfo]) -> dict[str, int]:
