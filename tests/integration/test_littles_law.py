@@ -42,7 +42,7 @@ async def test_window_measures_lambda_x_l_w_exactly(broker: Broker, clock: FakeC
     clock.advance(6)  # t = 10
     await broker.register_worker(worker(4, ["q"]), ttl_s=60)
 
-    report = await analytics.report(broker, window_s=60)
+    report = await analytics.report(broker, window_s=10)
     q = report.queue("q")
     assert q is not None and report.window_s == pytest.approx(10)
     assert q.arrival_rate == pytest.approx(2 / 10) and q.completion_rate == pytest.approx(1 / 10)
@@ -59,7 +59,7 @@ async def test_window_measures_lambda_x_l_w_exactly(broker: Broker, clock: FakeC
     assert b.jobs_in_system == pytest.approx(0.6) and b.finished == 0 and b.slots == 4
 
     await broker.ack(db)  # B: system 6; now every job of the window has finished
-    report = await analytics.report(broker, window_s=60)
+    report = await analytics.report(broker, window_s=10)
     q = report.queue("q")
     assert q is not None and q.little_lw is not None and q.jobs_in_system is not None
     assert q.jobs_in_system == pytest.approx(q.little_lw), "L = λW when no job straddles"

@@ -145,10 +145,10 @@ def _service_s(w: Window) -> tuple[float | None, str]:
     """Mean service time S, from the window, else from all-time counters."""
     s = _ratio(w.delta.service_s, _attempts(w.delta))
     if s is not None and s > 0:
-        return s, "measured in the window"
+        return s, "measured"
     s = _ratio(w.now.service_s, _attempts(w.now))
     if s is not None and s > 0:
-        return s, "from all-time counters (no attempt ended in the window)"
+        return s, "all-time mean, none ended in the window"
     return None, ""
 
 
@@ -452,6 +452,12 @@ class Analytics:
         self.sample_every_s = sample_every_s
         self.max_timings = max_timings
         self._samples: deque[Sample] = deque()
+        self._latest: Sample | None = None
+
+    @property
+    def latest(self) -> Sample | None:
+        """The most recent sample (kept or not), or ``None`` before the first."""
+        return self._latest
 
     async def sample(self, broker: Broker) -> Sample:
         """Read every queue's counters now and remember them (for later windows)."""
@@ -462,6 +468,7 @@ class Analytics:
             at = (await broker.stats(["default"]))[0].at
         sample = Sample(at, {s.queue: s for s in stats})
         self._keep(sample)
+        self._latest = sample
         return sample
 
     def _keep(self, sample: Sample) -> None:
@@ -506,20 +513,18 @@ class Analytics:
         if queues is not None:
             now = _only(now, queues)
             base = _only(base, queues) if base is not None else None
-        timings = await self._timings(broker, base, now)
+        timings = await self._timings(broker, now, window_s)
         workers = await broker.workers()
         return build_report(base, now, timings, workers, target_wait_s=target_wait_s)
 
     async def _timings(
-        self, broker: Broker, base: Sample | None, now: Sample
+        self, broker: Broker, now: Sample, window_s: float
     ) -> dict[str, list[Timing]]:
-        since = base.at if base is not None else now.at - self.history_s
+        """Finished jobs of the last ``window_s`` per queue (percentiles need no history)."""
         out: dict[str, list[Timing]] = {}
         for name, stats in now.queues.items():
-            before = base.queues.get(name) if base is not None else None
-            if before is not None and stats.counters.finished == before.counters.finished:
-                continue  # nothing finished in the window: skip the round trip
-            out[name] = await broker.timings(name, since, self.max_timings)
+            if stats.counters.finished:
+                out[name] = await broker.timings(name, now.at - window_s, self.max_timings)
         return out
 
 

@@ -82,7 +82,9 @@ class FlowStats(msgspec.Struct, frozen=True, kw_only=True):
             is too short or the load changed within it.
         mean_wait_s: mean seconds from due to first start (first attempts started).
         mean_service_s: S, mean seconds per attempt (attempts with an outcome).
-        wait, service, time_in_system: percentiles over finished jobs.
+        wait, service, time_in_system: percentiles over the jobs that finished in the
+            last ``window_s`` asked for (read from the jobs' timestamps, so available
+            even before the sampled history covers the window).
         busy_slots: time-averaged slots busy with these jobs (X_attempts · S).
         slots: worker slots that serve it (every live worker's concurrency that lists
             the queue; a worker serving several queues counts for each).
