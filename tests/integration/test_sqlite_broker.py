@@ -20,7 +20,7 @@ import pytest
 
 from offload.brokers import open_broker
 from offload.brokers._sqlite_db import Database, Migration, Queries, SqliteSettings
-from offload.brokers.base import EnqueueRequest
+from offload.brokers.base import Ack, EnqueueRequest, MarkCancelled
 from offload.brokers.sqlite import SqliteBroker
 from offload.clock import system_clock
 from offload.errors import BrokerError, BrokerUnavailable, ConfigurationError, SchemaOutOfDate
@@ -354,10 +354,57 @@ def test_claims_walk_the_ready_index_whatever_else_is_stored(tmp_path: Path) -> 
         q.promote_retrying: "jobs_retrying",
         q.recover_expired: "jobs_leases",
         q.prune_jobs: "jobs_expiry",
-        q.ack: "jobs_id",
+        q.ack: "INTEGER PRIMARY KEY",  # the rowid rides in the lease token
+        q.extend: "INTEGER PRIMARY KEY",
+        q.ack_batch.replace("(?batch)", "(?, ?, ?, ?), (?, ?, ?, ?)"): "INTEGER PRIMARY KEY",
+        q.get_jobs: "jobs_id",
     }
     for sql, index in checks.items():
-        params = [None] * max(int(n) for n in re.findall(r"\?(\d+)", sql))
+        numbered = max(int(n) for n in re.findall(r"\?(\d+)", sql))
+        params = [None] * (numbered + len(re.findall(r"\?(?!\d)", sql)))
         plan = " | ".join(r[3] for r in db.con.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert index in plan and "SCAN jobs" not in plan, plan
     db.close()
+
+
+async def test_a_stale_lease_never_settles_a_job_that_reused_its_rowid(tmp_path: Path) -> None:
+    """Lease tokens carry the rowid; SQLite reuses the highest rowid after a delete, so a
+    new job can get an old token. The id check inside every fenced statement refuses it."""
+    async with SqliteBroker(f"sqlite:///{tmp_path / 'r.db'}") as broker:
+        [old] = await broker.enqueue([req()])
+        [stale] = await broker.claim(["q"], "w", 1, 30)
+        assert await broker.cancel([old.job_id]) == ["running"]
+        assert await broker.settle([MarkCancelled(stale)]) == [True]
+        assert await broker.delete([old.job_id]) == 1
+        [new] = await broker.enqueue([req()])
+        [fresh] = await broker.claim(["q"], "w", 1, 30)
+        assert fresh.job_id == new.job_id
+        assert fresh.lease_token == stale.lease_token, "same rowid, same claim count"
+        assert await broker.ack(stale) is False
+        assert (
+            await broker.settle([Ack(stale), Ack(stale, b"x"), Ack(stale), Ack(stale)])
+            == [False] * 4
+        )
+        assert await broker.extend([stale], 30) == ["lost"]
+        assert (await broker.get_job(new.job_id)).state == "running"  # type: ignore[union-attr]
+        assert await broker.ack(fresh)
+
+
+async def test_empty_and_missing_keys_stay_distinct(tmp_path: Path) -> None:
+    """Missing keys and results travel as 0 in the hottest statements; "" must stay ""."""
+    async with SqliteBroker(f"sqlite:///{tmp_path / 'e.db'}") as broker:
+        [a] = await broker.enqueue([req(key="", dedupe_key="")])
+        [dup] = await broker.enqueue([req(dedupe_key="")])
+        assert dup.status == "duplicate" and dup.job_id == a.job_id
+        ids = [a.job_id] + [o.job_id for o in await broker.enqueue([req() for _ in range(5)])]
+        recs = await broker.get_jobs(ids[:2])
+        assert [(r.key, r.dedupe_key) for r in recs if r] == [("", ""), (None, None)]
+        got = await broker.claim(["q"], "w", 10, 30)
+        results = [None, b"", b"x", None, b"\x00"]  # one set-based batch ...
+        assert (
+            await broker.settle([Ack(d, r) for d, r in zip(got[:5], results, strict=True)])
+            == [True] * 5
+        )
+        assert await broker.ack(got[5], b"")  # ... and one ack on its own
+        recs = await broker.get_jobs([d.job_id for d in got])
+        assert [r.result for r in recs if r] == [*results, b""]

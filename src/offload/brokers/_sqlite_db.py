@@ -158,10 +158,7 @@ class Queries:
     extend: str
     set_progress: str
     ack: str
-    ack_batch_create: str
-    ack_batch_add: str
     ack_batch: str
-    ack_batch_clear: str
     retry: str
     finish_running: str
     release: str

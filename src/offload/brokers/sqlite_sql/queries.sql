@@ -42,10 +42,16 @@ WHERE queue = ?1 AND key = ?2
 -- ?1 id, ?2 queue, ?3 state, ?4 priority, ?5 run_at, ?6 name, ?7 kind, ?8 enqueued_at,
 -- ?9 due_at, ?10 key, ?11 key_limit, ?12 dedupe_key, ?13 max_attempts, ?14 max_recoveries,
 -- ?15 result_ttl_s, ?16 dead_ttl_s, ?17 payload, ?18 id_hash.
+-- Micro-optimization: Python 3.11's sqlite3 binds None and bytes slowly (through its
+-- adapter registry), so a missing key is passed as 0 and read back as NULL by nullif (keys
+-- are text, never 0), and the payload comes as a bytearray.
 INSERT INTO jobs (
     id, queue, state, priority, run_at, name, kind, enqueued_at, due_at, key, key_limit,
     dedupe_key, max_attempts, max_recoveries, result_ttl_s, dead_ttl_s, payload, id_hash
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18);
+) VALUES (
+    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, nullif(?10, 0), ?11, nullif(?12, 0), ?13, ?14, ?15,
+    ?16, ?17, ?18
+);
 
 -- name: upsert_stats
 -- Add deltas to one (queue, task) row of stats. ?1 queue, ?2 name, ?3..?23 the deltas in
@@ -121,13 +127,17 @@ RETURNING queue, name;
 
 -- name: claim
 -- Take up to ?5 queued jobs of queue ?1 in claim order (priority, due time, arrival) and
--- start them under a fresh random lease token each. ?2 now, ?3 lease expiry, ?4 worker id.
+-- start them. ?2 now, ?3 lease expiry, ?4 worker id.
+-- The lease token is (seq << 20) | (claims & 0xFFFFF): settlements find the row by its
+-- rowid (token >> 20) without an index, and every claim of a job gets a new token since
+-- claims only grows. Fenced statements also compare the id, so a rowid reused after a
+-- delete can never match a stale token.
 -- RETURNING order is not guaranteed: the caller sorts by (-priority, run_at, seq).
 UPDATE jobs SET
     state = 'running',
     attempts = attempts + 1,
-    starts = starts + 1,
-    lease_token = (random() & 4611686018427387903) + 1,
+    claims = claims + 1,
+    lease_token = (seq << 20) | ((claims + 1) & 1048575),
     lease_expires = ?3,
     started_at = ?2,
     worker_id = ?4
@@ -138,92 +148,81 @@ WHERE seq IN (
     LIMIT ?5
 )
 RETURNING seq, id, name, kind, payload, attempts, max_attempts, recoveries, lease_token,
-          enqueued_at, priority, key, run_at, starts, due_at;
+          enqueued_at, priority, key, run_at, claims - claims_base, due_at;
 
 
 -- ======================================================================= leases and settlement
 -- Fencing: a statement changes a job only while it is running under the caller's lease
--- token and the lease has not expired (lease_expires > now). Jobs are found by
--- (id_hash, id): the hash walks the small index, the id confirms the match.
+-- token and the lease has not expired (lease_expires > now). The job is found by its
+-- rowid, taken from the token (seq = token >> 20), and its id must match too.
 
 -- name: extend
--- ?1 id, ?2 token, ?3 now, ?4 new expiry. ?5 id_hash.
+-- ?1 id, ?2 token, ?3 now, ?4 new expiry. ?5 seq (token >> 20).
 UPDATE jobs SET lease_expires = ?4
-WHERE id_hash = ?5 AND id = ?1
+WHERE seq = ?5 AND id = ?1
   AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING cancel_requested;
 
 -- name: set_progress
--- ?1 id, ?2 token, ?3 now, ?4 progress, ?5 message. ?6 id_hash.
+-- ?1 id, ?2 token, ?3 now, ?4 progress, ?5 message. ?6 seq (token >> 20).
 UPDATE jobs SET progress = ?4, progress_message = ?5
-WHERE id_hash = ?6 AND id = ?1
+WHERE seq = ?6 AND id = ?1
   AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3;
 
 -- name: ack
--- Succeeded, with its result. ?1 id, ?2 token, ?3 now, ?4 result. ?5 id_hash.
+-- Succeeded, with its result. ?1 id, ?2 token, ?3 now, ?4 result (0 for none, as in
+-- insert_job), ?5 seq (token >> 20).
 UPDATE jobs SET
-    state = 'succeeded', result = ?4, finished_at = ?3, expires_at = ?3 + result_ttl_s,
+    state = 'succeeded', result = nullif(?4, 0), finished_at = ?3, expires_at = ?3 + result_ttl_s,
     lease_token = NULL, lease_expires = NULL
-WHERE id_hash = ?5 AND id = ?1
+WHERE seq = ?5 AND id = ?1
   AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
--- name: ack_batch_create
--- The per-connection scratch table of a batch of plain acks (temp: never on disk).
-CREATE TEMP TABLE IF NOT EXISTS ack_batch (
-    id_hash INTEGER NOT NULL, id TEXT NOT NULL, token INTEGER NOT NULL, result BLOB
-);
-
--- name: ack_batch_add
--- ?1 id, ?2 token, ?3 result, ?4 id_hash.
-INSERT INTO temp.ack_batch (id, token, result, id_hash) VALUES (?1, ?2, ?3, ?4);
-
 -- name: ack_batch
--- Ack every job of temp.ack_batch whose lease still holds, in one statement (the fencing
--- of "ack", row by row). ?1 now. RETURNING the jobs that were settled.
+-- Ack every job of a batch whose lease still holds, in one statement (the fencing of
+-- "ack", row by row). The caller splices a VALUES list of (seq, id, token, result) rows
+-- in place of "(?batch)" and binds ?1 now, then the rows (a result of 0 means none, as
+-- in insert_job). RETURNING the jobs settled.
 UPDATE jobs SET
-    state = 'succeeded', result = b.result, finished_at = ?1, expires_at = ?1 + result_ttl_s,
+    state = 'succeeded', result = nullif(b.column4, 0), finished_at = ?1, expires_at = ?1 + result_ttl_s,
     lease_token = NULL, lease_expires = NULL
-FROM temp.ack_batch AS b
-WHERE jobs.id_hash = b.id_hash AND jobs.id = b.id
-  AND jobs.state = 'running' AND jobs.lease_token = b.token
-  AND jobs.lease_expires > ?1
+FROM (VALUES (?batch)) AS b
+WHERE jobs.seq = b.column1 AND jobs.id = b.column2
+  AND jobs.state = 'running' AND jobs.lease_token = b.column3 AND jobs.lease_expires > ?1
 RETURNING jobs.id, jobs.queue, jobs.name, jobs.key, jobs.enqueued_at, jobs.started_at;
-
--- name: ack_batch_clear
-DELETE FROM temp.ack_batch;
 
 -- name: retry
 -- Failed attempt, to run again at ?4. ?1 id, ?2 token, ?3 now, ?5 error (JSON object),
--- ?6 id_hash.
+-- ?6 seq (token >> 20).
 UPDATE jobs SET
     state = 'retrying', run_at = ?4,
     errors = json_insert(coalesce(errors, '[]'), '$[#]', json(?5)),
     lease_token = NULL, lease_expires = NULL
-WHERE id_hash = ?6 AND id = ?1
+WHERE seq = ?6 AND id = ?1
   AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
 -- name: finish_running
 -- Dead (?4 = 'dead') or cancelled (?4 = 'cancelled'), with an optional error ?5 (JSON
--- object or NULL). ?1 id, ?2 token, ?3 now, ?6 id_hash.
+-- object or NULL). ?1 id, ?2 token, ?3 now, ?6 seq (token >> 20).
 UPDATE jobs SET
     state = ?4, finished_at = ?3,
     expires_at = ?3 + CASE WHEN ?4 = 'dead' THEN dead_ttl_s ELSE result_ttl_s END,
     errors = CASE WHEN ?5 IS NULL THEN errors
                   ELSE json_insert(coalesce(errors, '[]'), '$[#]', json(?5)) END,
     lease_token = NULL, lease_expires = NULL
-WHERE id_hash = ?6 AND id = ?1
+WHERE seq = ?6 AND id = ?1
   AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
 -- name: release
 -- Given back unrun, due at ?4 (queued if due now, else scheduled), the attempt not counted.
--- ?1 id, ?2 token, ?3 now, ?5 id_hash.
+-- ?1 id, ?2 token, ?3 now, ?5 seq (token >> 20).
 UPDATE jobs SET
     state = CASE WHEN ?4 > ?3 THEN 'scheduled' ELSE 'queued' END, run_at = ?4,
     attempts = attempts - 1, lease_token = NULL, lease_expires = NULL
-WHERE id_hash = ?5 AND id = ?1
+WHERE seq = ?5 AND id = ?1
   AND state = 'running' AND lease_token = ?2 AND lease_expires > ?3
 RETURNING queue, name, key, enqueued_at, started_at;
 
@@ -311,7 +310,8 @@ SELECT coalesce(max(seq), 0) FROM jobs;
 -- A dead or cancelled job starts over as new: ?2 new seq, ?3 state, ?4 now,
 -- ?5 dedupe key (NULL if another unfinished job holds it now). Errors are kept. ?1 seq.
 UPDATE jobs SET
-    seq = ?2, state = ?3, attempts = 0, recoveries = 0, starts = 0, cancel_requested = 0,
+    seq = ?2, state = ?3, attempts = 0, recoveries = 0, claims_base = claims,
+    cancel_requested = 0,
     started_at = NULL, finished_at = NULL, expires_at = NULL, result = NULL,
     enqueued_at = ?4, run_at = ?4, due_at = ?4, dedupe_key = ?5
 WHERE seq = ?1;

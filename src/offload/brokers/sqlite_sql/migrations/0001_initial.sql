@@ -33,10 +33,12 @@ CREATE TABLE jobs (
     max_attempts     INTEGER NOT NULL,
     recoveries       INTEGER NOT NULL DEFAULT 0,
     max_recoveries   INTEGER NOT NULL,
-    starts           INTEGER NOT NULL DEFAULT 0,  -- claims ever made; 1 marks the first wait
+    claims           INTEGER NOT NULL DEFAULT 0,  -- claims ever made, never reset
+    claims_base      INTEGER NOT NULL DEFAULT 0,  -- claims when last (re)queued: the first
+                                                  -- claim after it ends the first wait
     result_ttl_s     REAL    NOT NULL,
     dead_ttl_s       REAL    NOT NULL,
-    lease_token      INTEGER,
+    lease_token      INTEGER,              -- (seq << 20) | (claims & 0xFFFFF): see claim
     lease_expires    REAL,
     worker_id        TEXT,
     started_at       REAL,
