@@ -5,7 +5,7 @@ that only read or repair queues need no app at all. Each module adds the command
 area to the :func:`main` group.
 """
 
-from offload.cli import dashboard, demo, events, jobs, stats, worker  # noqa: F401  (registers the commands)
+from offload.cli import dashboard, demo, events, jobs, schedules, stats, worker  # noqa: F401  (registers the commands)
 from offload.cli._base import main
 
 __all__ = ["main"]

@@ -45,6 +45,9 @@ from offload.logs import setup_logging
     "--process-pool", type=int, help="Children for executor='process' tasks (default: CPUs)."
 )
 @click.option("--burst", is_flag=True, help="Exit once no job is ready and none is running.")
+@click.option(
+    "--scheduler", is_flag=True, help="Also fire the app's schedules (one worker leads at a time)."
+)
 @broker_option
 @logging_options
 def worker(
@@ -56,6 +59,7 @@ def worker(
     grace: float,
     process_pool: int | None,
     burst: bool,
+    scheduler: bool,
     broker: str | None,
     log_level: str,
     log_format: str,
@@ -81,6 +85,7 @@ def worker(
                 lease_s=lease,
                 grace_s=grace,
                 burst=burst,
+                scheduler=scheduler,
                 processes=process_pool,
                 install_signals=True,
                 supervisor_pid=int(supervisor) if supervisor else None,
