@@ -401,6 +401,7 @@ class Database:
             if sys.platform == "darwin":  # fsync alone does not reach the platter on macOS
                 con.execute("PRAGMA fullfsync=ON")
                 con.execute("PRAGMA checkpoint_fullfsync=ON")
+            con.execute("PRAGMA journal_size_limit=67108864")  # WAL back to 64 MiB after a burst
             con.execute("PRAGMA temp_store=MEMORY")
             con.execute("PRAGMA cache_size=-16000")
         except sqlite3.Error as exc:

@@ -16,7 +16,7 @@
 
 CREATE TABLE jobs (
     seq              INTEGER PRIMARY KEY,  -- arrival order: FIFO tie-break, listing cursor
-    id_hash          INTEGER NOT NULL,     -- 64-bit hash of id (see jobs_id below)
+    id_hash          INTEGER NOT NULL,     -- crc32 of id (see jobs_id below)
     id               TEXT    NOT NULL,     -- unique: checked by enqueue in its transaction
     queue            TEXT    NOT NULL,
     state            TEXT    NOT NULL,
@@ -54,8 +54,8 @@ CREATE TABLE jobs (
 
 -- Lookups by id go through a hash: producers pick random ids (uuid4), so an index on
 -- the text itself is large and every insert dirties a different page of it, which
--- doubles the WAL written per enqueue. The 8-byte key keeps the index small; every
--- lookup also compares the id.
+-- doubles the WAL written per enqueue. A 4-byte key (crc32) keeps the index small; every
+-- lookup also compares the id, so collisions cost a row read, never a wrong answer.
 CREATE INDEX jobs_id ON jobs (id_hash);
 -- Claimable jobs of a queue in claim order. Partial: holds queued jobs only, so a claim is
 -- a short index walk however many jobs are scheduled, running or finished.
