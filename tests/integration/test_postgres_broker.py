@@ -167,6 +167,12 @@ async def test_open_installs_a_missing_schema_at_the_latest_version(url: str) ->
         assert (await cur.fetchone()) == (LATEST_VERSION,)
 
 
+async def test_processes_opening_a_fresh_schema_at_once_all_succeed(url: str) -> None:
+    brokers = [PostgresBroker(url) for _ in range(4)]
+    await asyncio.gather(*(b.open() for b in brokers))
+    await asyncio.gather(*(b.close() for b in brokers))
+
+
 async def test_a_schema_behind_refuses_to_open_until_migrated(url: str) -> None:
     assert LATEST_VERSION >= 2, "the test needs a migration after the first"
     await install_version_1(url)

@@ -94,18 +94,29 @@ def enqueue_params(requests: Sequence[EnqueueRequest], now: float) -> list[Any]:
 def settle_params(settlements: Sequence[Settlement], now: float) -> list[Any]:
     """Arguments of the ``settle`` statement, or of ``settle_follow_ups`` (the settlements,
     then their follow-ups) when any settlement has follow-ups."""
-    ids, tokens, kinds, results, errors, delays = [], [], [], [], [], []
+    ids: list[str] = []
+    tokens: list[int] = []
+    kinds: list[str] = []
+    results: list[bytes | None] = []
+    errors: list[str | None] = []
+    delays: list[float] = []
     parents: list[int] = []
     follow_ups: list[EnqueueRequest] = []
     for n, s in enumerate(settlements, 1):
         d = s.delivery
         ids.append(d.job_id)
         tokens.append(d.lease_token)
-        kind, result, error, delay = _settlement_fields(s)
-        kinds.append(kind)
-        results.append(result)
-        errors.append(None if error is None else _encode_error(error).decode())
-        delays.append(delay)
+        if type(s) is Ack:  # the common case, without the general dispatch
+            kinds.append("ack")
+            results.append(s.result)
+            errors.append(None)
+            delays.append(0.0)
+        else:
+            kind, result, error, delay = _settlement_fields(s)
+            kinds.append(kind)
+            results.append(result)
+            errors.append(None if error is None else _encode_error(error).decode())
+            delays.append(delay)
         if isinstance(s, Ack | Bury) and s.follow_ups:
             parents.extend([n] * len(s.follow_ups))
             follow_ups.extend(s.follow_ups)

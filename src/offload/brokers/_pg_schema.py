@@ -4,7 +4,8 @@ The schema records its version (the number of the last migration applied) and th
 checksum of the functions installed with it. ``open()`` installs a missing schema, and
 refuses one that is behind this offload (run ``offload db migrate``) or ahead of it
 (upgrade offload). Migrations run in one transaction under an advisory lock keyed by the
-schema name, so concurrent migrators take turns and a failed migration changes nothing.
+schema name, so concurrent migrators (two processes opening a fresh database at once)
+take turns, and a failed migration changes nothing.
 """
 
 from __future__ import annotations
@@ -67,36 +68,44 @@ async def migrate(conn: AsyncConnection[object], schema: str, now: float) -> lis
     """Bring ``schema`` to the latest version; return the migrations applied.
 
     Creates the schema if it is missing. Idempotent: an up-to-date schema is left alone.
+    ``conn`` must be in autocommit mode: the lock is taken before the transaction begins,
+    so the transaction sees (its catalog caches included) what a previous holder did.
     """
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"offload:{schema}"]
-        )
-        state = await schema_state(conn, schema)
-        current = 0 if state is None else state[0]
-        if state is not None:
-            if current > LATEST_VERSION:
-                check_schema(state, schema, "this database")
-            if current == LATEST_VERSION and state[1] == FUNCTIONS_SHA:
-                return []
-        await conn.execute(render("CREATE SCHEMA IF NOT EXISTS {schema}", schema).encode())
-        applied = []
-        for m in MIGRATIONS[current:]:
-            await conn.execute(render(m.text, schema).encode())
-            await conn.execute(
-                render(
-                    "INSERT INTO {schema}.schema_version (version, name, applied_at) "
-                    "VALUES (%s, %s, %s)",
-                    schema,
-                ).encode(),
-                [m.version, m.name, now],
-            )
-            applied.append(m.version)
-        await conn.execute(functions_script(schema).encode())
+    key = f"offload:{schema}"
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
+    try:
+        async with conn.transaction():
+            return await _migrate_locked(conn, schema, now)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+
+
+async def _migrate_locked(conn: AsyncConnection[object], schema: str, now: float) -> list[int]:
+    state = await schema_state(conn, schema)
+    current = 0 if state is None else state[0]
+    if state is not None:
+        if current > LATEST_VERSION:
+            check_schema(state, schema, "this database")
+        if current == LATEST_VERSION and state[1] == FUNCTIONS_SHA:
+            return []
+    await conn.execute(render("CREATE SCHEMA IF NOT EXISTS {schema}", schema).encode())
+    applied = []
+    for m in MIGRATIONS[current:]:
+        await conn.execute(render(m.text, schema).encode())
         await conn.execute(
             render(
-                "UPDATE {schema}.schema_version SET functions_sha = %s WHERE version = %s", schema
+                "INSERT INTO {schema}.schema_version (version, name, applied_at) "
+                "VALUES (%s, %s, %s)",
+                schema,
             ).encode(),
-            [FUNCTIONS_SHA, LATEST_VERSION],
+            [m.version, m.name, now],
         )
+        applied.append(m.version)
+    await conn.execute(functions_script(schema).encode())
+    await conn.execute(
+        render(
+            "UPDATE {schema}.schema_version SET functions_sha = %s WHERE version = %s", schema
+        ).encode(),
+        [FUNCTIONS_SHA, LATEST_VERSION],
+    )
     return applied

@@ -5,11 +5,12 @@
 --         the jobs triggers).
 --
 -- {schema}.claim(queues, worker_id, limit, lease_s, now)
---   1. promotes scheduled/retrying jobs of these queues whose run_at <= now to queued
---      (at most 1000 per call, earliest first);
---   2. takes up to `limit` queued jobs, queue by queue in the order given (the caller
---      rotates it for fairness), highest priority first, then earliest run_at, then
---      enqueue order; marks them running with attempts + 1, a random lease token and
+--   Queue by queue in the order given (the caller rotates it for fairness), until
+--   `limit` jobs are taken:
+--   1. promotes the queue's scheduled/retrying jobs whose run_at <= now to queued (at
+--      most 1000 per call, earliest first);
+--   2. takes its queued jobs, highest priority first, then earliest run_at, then enqueue
+--      order; marks them running with attempts + 1, a random lease token and
 --      lease_expires = now + lease_s.
 --   Returns the deliveries in claim order.
 
@@ -25,25 +26,29 @@ DECLARE
     v_queue text;
     v_left int := p_limit;
     v_got int;
+    v_due float8;
 BEGIN
     IF p_limit <= 0 THEN
         RETURN;
     END IF;
-    -- Probe first: an UPDATE of nothing would still run the jobs triggers.
-    IF EXISTS (SELECT 1 FROM {schema}.jobs d
-                WHERE d.queue = ANY (p_queues) AND d.state IN ('scheduled', 'retrying')
-                  AND d.run_at <= p_now) THEN
-    UPDATE {schema}.jobs j SET state = 'queued'
-     WHERE j.id IN (
-        SELECT d.id FROM {schema}.jobs d
-         WHERE d.queue = ANY (p_queues) AND d.state IN ('scheduled', 'retrying')
-           AND d.run_at <= p_now
-         ORDER BY d.run_at
-         LIMIT 1000
-         FOR UPDATE SKIP LOCKED);
-    END IF;
-
     FOREACH v_queue IN ARRAY p_queues LOOP
+        -- Promote what came due. Every statement here reads one queue through the index
+        -- made for it, in that index's order, so the cached generic plans stay right
+        -- however many delayed or queued jobs there are.
+        SELECT d.run_at INTO v_due FROM {schema}.jobs d
+         WHERE d.queue = v_queue AND d.state IN ('scheduled', 'retrying')
+         ORDER BY d.run_at LIMIT 1;
+        IF v_due <= p_now THEN
+            UPDATE {schema}.jobs j SET state = 'queued'
+             WHERE j.ctid = ANY (ARRAY(
+                SELECT d.ctid FROM {schema}.jobs d
+                 WHERE d.queue = v_queue AND d.state IN ('scheduled', 'retrying')
+                   AND d.run_at <= p_now
+                 ORDER BY d.run_at
+                 LIMIT 1000
+                 FOR UPDATE SKIP LOCKED));
+        END IF;
+
         -- The picked rows are locked by this statement, so their ctids are stable: the
         -- update reaches them by TID instead of descending the primary key again.
         RETURN QUERY
@@ -78,9 +83,12 @@ END $$;
 
 
 -- The earliest run_at of the delayed jobs of these queues (how long an idle claim may
--- sleep before something comes due).
+-- sleep before something comes due): one ordered index read per queue.
 CREATE OR REPLACE FUNCTION {schema}.next_due(p_queues text[]) RETURNS float8
 LANGUAGE sql STABLE AS $$
-    SELECT min(d.run_at) FROM {schema}.jobs d
-     WHERE d.queue = ANY (p_queues) AND d.state IN ('scheduled', 'retrying')
+    SELECT min(f.run_at)
+      FROM unnest(p_queues) AS q(queue),
+           LATERAL (SELECT d.run_at FROM {schema}.jobs d
+                     WHERE d.queue = q.queue AND d.state IN ('scheduled', 'retrying')
+                     ORDER BY d.run_at LIMIT 1) f
 $$;
