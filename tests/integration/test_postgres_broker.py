@@ -518,6 +518,38 @@ async def test_prune_works_in_batches(broker: PostgresBroker, clock: FakeClock) 
     assert stats.counts.succeeded == 0 and stats.counters.succeeded == 25
 
 
+async def test_prune_vacuums_where_autovacuum_will_not(
+    url: str, broker: PostgresBroker, clock: FakeClock
+) -> None:
+    schema = broker.schema
+    stat = render(
+        "SELECT n_dead_tup, vacuum_count FROM pg_stat_user_tables "
+        "WHERE schemaname = {schema_name} AND relname = 'jobs'",
+        schema,
+    ).encode()
+    async with await psycopg.AsyncConnection.connect(conninfo(url), autocommit=True) as conn:
+        # Whatever the server's setting, autovacuum will not touch this table.
+        await conn.execute(
+            render("ALTER TABLE {schema}.jobs SET (autovacuum_enabled = false)", schema).encode()
+        )
+        await broker.enqueue([req(clock) for _ in range(6_000)])
+        for _ in range(2):  # claim all, release all: two dead row versions per job
+            held = []
+            while len(held) < 6_000:
+                held += await broker.claim(["q"], "w", 1000, 30)
+            await broker.settle([Release(d) for d in held])
+        deadline = time.monotonic() + 10
+        while (row := await (await conn.execute(stat)).fetchone()) and row[0] < 20_000:
+            assert time.monotonic() < deadline, f"dead rows not reported: {row}"
+            await asyncio.sleep(0.2)  # the statistics lag behind by about a second
+        assert row is not None and row[1] == 0
+        await broker.prune()
+        row = await (await conn.execute(stat)).fetchone()
+        assert row is not None and row[1] == 1, "prune ran VACUUM"
+        await broker.prune()  # rate-limited: no second VACUUM at once
+        assert (await (await conn.execute(stat)).fetchone()) == (row[0], 1)
+
+
 async def test_keyed_settles_from_many_workers_do_not_deadlock(
     broker: PostgresBroker, clock: FakeClock
 ) -> None:

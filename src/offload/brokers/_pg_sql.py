@@ -9,8 +9,8 @@ Everything lives in ``postgres_sql/`` beside this module and is loaded with
   version, so a database whose functions differ from this offload's is noticed.
 - ``queries.sql``: the statements the broker runs, in ``-- name: <name>`` blocks.
 
-Files name the schema ``{schema}`` and the notification channel ``{channel}``; rendering
-substitutes the quoted schema identifier and the channel as a string literal.
+Files name the schema ``{schema}`` (an identifier), ``{schema_name}`` (the same as a
+string literal) and the notification channel ``{channel}`` (a string literal).
 """
 
 from __future__ import annotations
@@ -80,10 +80,15 @@ def valid_schema(schema: str) -> bool:
 
 
 def render(text: str, schema: str) -> str:
-    """Substitute the schema identifier and the notification channel into SQL text."""
+    """Substitute the schema and the notification channel into SQL text."""
     if not valid_schema(schema):
         raise ValueError(f"not a valid schema name: {schema!r}")
-    return text.replace("{schema}", f'"{schema}"').replace("{channel}", f"'{schema}'")
+    literal = f"'{schema}'"  # a valid schema name needs no escaping
+    return (
+        text.replace("{schema}", f'"{schema}"')
+        .replace("{schema_name}", literal)
+        .replace("{channel}", literal)
+    )
 
 
 def functions_script(schema: str) -> str:

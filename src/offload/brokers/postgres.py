@@ -74,6 +74,10 @@ _LISTEN_READY_S = 1.0
 #: margin for clock skew between machines), and renews the mark only when it runs short.
 _AWAIT_MARGIN_S = 60.0
 _RETRIES = 3
+#: prune() vacuums by itself only where autovacuum will not, at most this often, once
+#: this many dead rows piled up in a table (and a tenth of its live rows).
+_VACUUM_EVERY_S = 30.0
+_VACUUM_MIN_DEAD = 10_000
 _decode_worker = msgspec.json.Decoder(WorkerInfo).decode
 _encode_json = msgspec.json.Encoder().encode
 _T = TypeVar("_T")
@@ -100,6 +104,7 @@ class PostgresBroker(BrokerBase):
         self._listener = Listener(self.settings.conninfo, self.schema)
         self._checking: asyncio.Task[None] | None = None
         self._awaited: dict[str, float] = {}
+        self._vacuumed_at = float("-inf")
         self._rr = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -351,7 +356,26 @@ class PostgresBroker(BrokerBase):
         return int(await self._one("recover_expired", [limit, self.clock.now()]))
 
     async def prune(self, limit: int = 1000) -> int:
-        return int(await self._one("prune", [limit, self.clock.now()]))
+        """Delete final jobs past their TTL and events past retention (see
+        :class:`~offload.brokers.base.QueueOps`), at most ``limit`` of each per call.
+
+        Where the server's autovacuum is off, it also VACUUMs tables whose dead rows piled
+        up, since only a vacuum makes deleted rows' space reusable and clears the dead
+        index entries claims would otherwise step over.
+        """
+        pruned = int(await self._one("prune", [limit, self.clock.now()]))
+        await self._vacuum_if_due()
+        return pruned
+
+    async def _vacuum_if_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._vacuumed_at < _VACUUM_EVERY_S:
+            return
+        self._vacuumed_at = now
+        for (table,) in await self._fetch("vacuum_due", [_VACUUM_MIN_DEAD]):
+            sql = f'VACUUM (SKIP_LOCKED) "{self.schema}"."{table}"'
+            async with self._require_pool().connection() as conn:
+                await self._guard(conn.execute(sql.encode()))
 
     async def cancel(self, job_ids: Sequence[str]) -> list[JobState | None]:
         if not job_ids:
@@ -389,7 +413,9 @@ class PostgresBroker(BrokerBase):
             if record is None or record.state.is_final or remaining <= 0:
                 return record
             await self._listener.wait(keys, seen, min(remaining, backoff))
-            backoff = min(backoff * 2, _POLL_MAX_S)
+            # Short polls first: a job may end just as the wait is being registered.
+            cap = _SAFETY_POLL_S if self._listener.listening else _POLL_MAX_S
+            backoff = min(backoff * 2, cap)
 
     async def _await_results(self, queue: str, timeout_s: float) -> None:
         """Make jobs ending in ``queue`` notify for at least ``timeout_s`` from now."""

@@ -53,6 +53,14 @@ CREATE TABLE {schema}.jobs (
     lease_expires    float8
 );
 
+-- A queue table churns: every job is inserted, updated twice and deleted. Vacuum it
+-- early, or claims wade through dead index entries at the head of jobs_ready.
+ALTER TABLE {schema}.jobs SET (
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_insert_scale_factor = 0.05,
+    autovacuum_analyze_scale_factor = 0.05
+);
+
 -- Newest-first listings and their cursor.
 CREATE UNIQUE INDEX jobs_seq ON {schema}.jobs (seq);
 -- The claim: priority first, then due time, then enqueue order.
@@ -126,7 +134,7 @@ CREATE TABLE {schema}.stats (
     in_system       bigint NOT NULL DEFAULT 0,
     in_system_enq_s float8 NOT NULL DEFAULT 0,
     PRIMARY KEY (queue, name, shard)
-);
+) WITH (fillfactor = 50);  -- room on the page for HOT updates of these hot rows
 
 -- Queues whose results someone awaits (wait_job), until when. Jobs ending in a queue
 -- notify 'd:<queue>' only while such a row is current, so settling costs no NOTIFY

@@ -234,3 +234,20 @@ BEGIN
     DELETE FROM {schema}.result_waits r WHERE r.until < p_now;
     RETURN v_jobs + v_events;
 END $$;
+
+
+-- {schema}.vacuum_due(min_dead) -> the tables prune should VACUUM now
+--   Only where autovacuum will not (off on the server, or for that table) and dead rows
+--   passed both min_dead and a tenth of the live ones; the counts come from the
+--   cumulative statistics (pg_stat_user_tables), which lag by a second or so.
+CREATE OR REPLACE FUNCTION {schema}.vacuum_due(p_min_dead bigint) RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT s.relname::text
+      FROM pg_stat_user_tables s
+      JOIN pg_class c ON c.oid = s.relid
+     WHERE s.schemaname = {schema_name}
+       AND (current_setting('autovacuum') = 'off'
+            OR 'autovacuum_enabled=false' = ANY (coalesce(c.reloptions, '{}')))
+       AND s.n_dead_tup > greatest(p_min_dead, s.n_live_tup / 10)
+     ORDER BY s.n_dead_tup DESC
+$$;

@@ -63,6 +63,10 @@ SELECT {schema}.recover_expired(%b::int, %b::float8)
 -- Tables: jobs, events, topics, kv, workers, named_leases, buckets. Args: limit, now.
 SELECT {schema}.prune(%b::int, %b::float8)
 
+-- name: vacuum_due
+-- Tables to VACUUM by hand (autovacuum off, dead rows piled up). Args: min_dead.
+SELECT {schema}.vacuum_due(%b::bigint)
+
 -- name: cancel
 -- Tables: jobs, job_keys, stats. Args: ids, now.
 SELECT state FROM {schema}.cancel(%b::text[], %b::float8)
