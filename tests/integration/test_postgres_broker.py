@@ -9,16 +9,9 @@ except the crash test, which runs a PostgreSQL cluster of its own on a free port
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import random
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -40,11 +33,10 @@ from offload.brokers.postgres import PostgresBroker
 from offload.clock import FakeClock
 from offload.errors import BrokerError, BrokerUnavailable, ConfigurationError, SchemaOutOfDate
 from tests.backends import postgres_check, postgres_cleanup, postgres_url, unavailable
+from tests.integration.pgcluster import PrivateCluster, free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 @pytest.fixture
@@ -393,14 +385,9 @@ async def test_idle_claims_survive_a_lost_listening_connection(
 # ----------------------------------------------------------------- errors and URLs
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_closed_port_fails_fast_with_a_clear_redacted_message() -> None:
-    b = open_broker(f"postgresql://offload:s3cret@127.0.0.1:{closed_port()}/db?schema=x")
+    port = free_port()  # free: nobody listens there
+    b = open_broker(f"postgresql://offload:s3cret@127.0.0.1:{port}/db?schema=x")
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable) as info:
         await b.open()
@@ -576,59 +563,9 @@ async def test_keyed_settles_from_many_workers_do_not_deadlock(
 # ----------------------------------------------------------------- a private server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateCluster:
-    """A PostgreSQL cluster of this test's own (initdb refuses root: it runs as postgres)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="offload-pg-"))
-        self.data = self.dir / "data"
-        user = pwd.getpwnam("postgres")
-        os.chown(self.dir, user.pw_uid, user.pw_gid)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-        )
-
-    def init(self) -> None:
-        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-        self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts,
-            "-l", str(self.dir / "log"), "-w", "start",
-        )  # fmt: skip
-
-    def kill(self) -> None:
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-
-    def remove(self) -> None:
-        try:
-            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
 def cluster() -> Iterator[PrivateCluster]:
-    if os.geteuid() != 0 or not (PG_BIN / "initdb").exists() or not shutil.which("runuser"):
+    if not PrivateCluster.possible():
         unavailable("a private PostgreSQL cluster needs root, runuser and PostgreSQL 15 binaries")
     c = PrivateCluster()
     try:

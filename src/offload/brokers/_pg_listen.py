@@ -60,7 +60,7 @@ class Listener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._ready.clear()
+        self._ready = asyncio.Event()  # a later start() may run in another event loop
 
     def versions(self, keys: Iterable[str]) -> tuple[int, ...]:
         """The current versions of ``keys`` (take them before checking the database)."""
