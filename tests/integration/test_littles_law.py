@@ -129,3 +129,36 @@ def test_report_without_history_has_no_rates() -> None:
 
     report = build_report(None, Sample(100.0, {}), {}, [])
     assert report.queues == [] and report.window_s == 0.0
+
+
+async def test_app_stats_async_and_sync(app_url: str) -> None:
+    import asyncio
+
+    from offload import App
+
+    app = App(app_url)
+
+    @app.task(name="ll.nap", queue="ll")
+    async def nap(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    try:
+        await nap.enqueue_many([(0.01,)] * 30)
+        worker = await app.worker(queues=("ll",), concurrency=3, poll_s=0.05)
+        running = asyncio.create_task(worker.run())
+        first = await app.stats(window=30)  # no history yet: measures for a second
+        while (await (await app.broker()).stats(["ll"]))[0].counts.pending:
+            await asyncio.sleep(0.05)
+        report = await app.stats(["ll"], window=30, target_wait=0.5)
+        worker.stop()
+        await running
+        assert first.window_s > 0.5
+        q = report.queue("ll")
+        assert q is not None and [x.name for x in report.queues] == ["ll"]
+        assert q.slots == 3 and report.workers == 1
+        assert q.service.count == 30 and q.service.p50 is not None and q.service.p50 >= 0.01
+        assert q.predictions is not None and q.predictions.target_wait_s == 0.5
+        synced = await asyncio.to_thread(app.stats_sync, ["ll"], window=30)
+        assert synced.queue("ll") is not None and synced.window_s > report.window_s
+    finally:
+        await app.close()

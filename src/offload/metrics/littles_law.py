@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -453,6 +454,7 @@ class Analytics:
         self.max_timings = max_timings
         self._samples: deque[Sample] = deque()
         self._latest: Sample | None = None
+        self._lock = threading.Lock()  # the app's sync calls sample from the portal thread
 
     @property
     def latest(self) -> Sample | None:
@@ -472,6 +474,10 @@ class Analytics:
         return sample
 
     def _keep(self, sample: Sample) -> None:
+        with self._lock:
+            self._keep_locked(sample)
+
+    def _keep_locked(self, sample: Sample) -> None:
         samples = self._samples
         if samples and sample.at < samples[-1].at:
             samples.clear()  # the clock went backwards (another store, a fake clock reset)
@@ -482,7 +488,9 @@ class Analytics:
 
     def base_for(self, now: Sample, window_s: float) -> Sample | None:
         """The oldest kept sample within ``window_s`` before ``now`` (not ``now`` itself)."""
-        for s in self._samples:
+        with self._lock:
+            kept = list(self._samples)
+        for s in kept:
             if s.at >= now.at - window_s and s.at < now.at:
                 return s
         return None
