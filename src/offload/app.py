@@ -42,7 +42,7 @@ from offload.brokers.base import (
     group_queue,
 )
 from offload.clock import Clock, system_clock
-from offload.errors import ConfigurationError
+from offload.errors import ConfigurationError, QueueFull
 from offload.flow.limits import QueueConfig, WhenFull, admit
 from offload.handles import JobHandle
 from offload.message.codecs import Codec, get_codec
@@ -547,7 +547,15 @@ class App:
                 f"(PostgreSQL); {broker.capabilities.name} cannot."
             )
         enqueue: Callable[..., Awaitable[list[Any]]] = broker.enqueue
-        return await enqueue(requests, connection=connection)
+        outcomes = await enqueue(requests, connection=connection)
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if outcome.status == "full":
+                # Waiting for room would hold the caller's transaction open: reject, and the
+                # caller rolls back (or retries after ``retry_after_s``).
+                max_depth = request.max_depth or outcome.depth
+                retry = await self._retry_after(request.queue, outcome.depth)
+                raise QueueFull(request.queue, outcome.depth, max_depth, retry)
+        return outcomes
 
     def _request(
         self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], opts: CallOptions

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from offload import App, JobState, QueueFull
 from offload.brokers import scheme_of
 from offload.tasks import Task
 from offload.worker.worker import Worker
+from tests.backends import BACKENDS, unavailable
 
 PRODUCERS = 20
 BOUND = 100
@@ -234,3 +237,35 @@ async def _until(predicate: Callable[[], bool], timeout: float = 20) -> None:
 async def _job_states(app: App) -> set[JobState]:
     page = await (await app.broker()).list_jobs(queue="bp", limit=100)
     return {j.state for j in page.jobs}
+
+
+async def test_a_full_queue_rejects_inside_a_transaction(tmp_path: Path) -> None:
+    """Transactional enqueue (PostgreSQL only) never blocks: it would hold the caller's
+    transaction open."""
+    import psycopg
+
+    from offload.brokers._pg_conn import parse_url
+
+    backend = BACKENDS["postgres"]
+    reason = await backend.check()
+    if reason:
+        unavailable(reason)
+    app_url = backend.make_url(tmp_path, uuid.uuid4().hex[:10])
+    try:
+        await _reject_in_transaction(app_url, parse_url(app_url).conninfo, psycopg)
+    finally:
+        await backend.cleanup(app_url)
+
+
+async def _reject_in_transaction(app_url: str, conninfo: str, psycopg: Any) -> None:
+
+    async with shops(app_url, 1, max_depth=2, when_full="block") as [shop]:
+        await shop.work.enqueue_many([(0.0,), (0.0,)])
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            started = time.monotonic()
+            with pytest.raises(QueueFull) as full:
+                await shop.work.options(connection=conn).enqueue(0.0)
+            await conn.rollback()
+        assert time.monotonic() - started < 5, "no waiting while holding a transaction open"
+        assert (full.value.depth, full.value.max_depth) == (2, 2)
+        assert await pending(shop.app) == 2
