@@ -160,6 +160,8 @@ class JobStore:
         self.cur = db.con.cursor()
         self.q = queries
         self._ack_sql: dict[int, str] = {}
+        #: Blocked jobs moved into a free key slot, ever (the broker watches it change).
+        self.unblocked = 0
 
     # ------------------------------------------------------------------ enqueue
 
@@ -459,6 +461,7 @@ class JobStore:
                 state = "scheduled" if run_at > now else "queued"
                 self.con.execute(self.q.set_state, (seq, state))
                 tally.move(queue, name, "blocked", state)
+                self.unblocked += 1
                 active += 1
             if len(head) < _BLOCKED_BATCH:
                 return

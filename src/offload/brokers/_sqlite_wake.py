@@ -97,6 +97,10 @@ class WakeHub:
         for name in self._peer_names():
             self._send(name)
 
+    def has_peers(self) -> bool:
+        """Whether other processes listen on this file (as of the cached listing)."""
+        return bool(self._peer_names())
+
     def _send(self, name: str) -> None:
         sender = self._sender
         if sender is None:

@@ -71,6 +71,11 @@ T = TypeVar("T")
 #: the interval doubles up to POLL_MAX_S, and drops back whenever something changed.
 POLL_MIN_S = 0.001
 POLL_MAX_S = 0.05
+#: After a settle frees a key slot, this broker's next claim waits this long when other
+#: processes listen on the file. Its own claim would otherwise always beat theirs (an
+#: in-process wake-up is faster than a ping), and one process would run every job of a
+#: concurrency-limited task while the others idle.
+HANDOFF_S = 0.002
 
 
 @functools.cache
@@ -101,6 +106,7 @@ class SqliteBroker(BrokerBase):
         self._hub: WakeHub | None = None
         self._rr = 0
         self._busy = False
+        self._handoff_until = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,6 +273,8 @@ class SqliteBroker(BrokerBase):
         loop = asyncio.get_running_loop()
 
         async def attempt() -> tuple[list[Delivery], int, float | None]:
+            if (pause := self._handoff_until - loop.time()) > 0:
+                await asyncio.sleep(pause)  # see HANDOFF_S
             return await self._call(self._try_claim, names, worker_id, limit, lease_s)
 
         return await self._wait_for(
@@ -313,8 +321,12 @@ class SqliteBroker(BrokerBase):
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         """Record outcomes in one transaction; each is fenced by its lease."""
         items = list(settlements)
-        jobs = self._parts()[0]
-        return await self._tx(lambda t, now: jobs.settle(t, now, items), wake=any)
+        jobs, _, _, hub = self._parts()
+        unblocked = jobs.unblocked
+        out = await self._tx(lambda t, now: jobs.settle(t, now, items), wake=any)
+        if jobs.unblocked != unblocked and hub.has_peers():
+            self._handoff_until = asyncio.get_running_loop().time() + HANDOFF_S
+        return out
 
     async def recover_expired(self, limit: int = 1000) -> int:
         """Return expired leases to queued (or dead after ``max_recoveries``)."""
