@@ -39,6 +39,7 @@ from offload.handles import JobHandle, JobInfo, SyncJobHandle
 from offload.message.envelope import Signature
 from offload.retry import RetryPolicy, constant, exponential
 from offload.tasks import BoundTask, CallOptions, Task
+from offload.workflows import Workflow, WorkflowHandle, chain, chord, group
 
 __version__ = "0.1.0"
 
@@ -72,10 +73,15 @@ __all__ = [
     "SyncJobHandle",
     "Task",
     "UnknownTask",
+    "Workflow",
+    "WorkflowHandle",
     "__version__",
+    "chain",
+    "chord",
     "constant",
     "current_job",
     "exponential",
+    "group",
     "progress",
     "progress_sync",
 ]

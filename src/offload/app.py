@@ -72,6 +72,8 @@ from offload.specs import (
 from offload.subscribers import GroupLag, group_lag
 from offload.sync import Portal
 from offload.tasks import CallOptions, Task, TaskDefaults, when
+from offload.workflows import follow_ups as workflow_follow_ups
+from offload.workflows import internal_tasks
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -558,8 +560,14 @@ class App:
         return outcomes
 
     def _request(
-        self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], opts: CallOptions
+        self,
+        task: Task[Any, Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        opts: CallOptions,
+        **fields: Any,
     ) -> EnqueueRequest:
+        """One enqueue request; ``fields`` sets more envelope fields (workflow steps)."""
         spec, defaults = task.spec, task.defaults
         now = self.clock.now()
         queue = _check_name("queue", opts.get("queue") or spec.queue)
@@ -584,6 +592,7 @@ class App:
             headers=dict(opts.get("headers", {})),
             on_success=[opts["on_success"]] if "on_success" in opts else [],
             on_failure=[opts["on_failure"]] if "on_failure" in opts else [],
+            **fields,
         )
         for mw in self.middleware:
             mw.on_enqueue(env)
@@ -779,7 +788,7 @@ class App:
     def registry(self) -> Registry:
         """What a worker needs to run this app's tasks and subscribers."""
         return Registry(
-            tasks={name: t.spec for name, t in self.tasks.items()},
+            tasks={name: t.spec for name, t in {**internal_tasks(self), **self.tasks}.items()},
             subscribers=dict(self.subscribers),
             codec_name=self._codec_name,
             max_payload=self.max_payload,
@@ -809,8 +818,12 @@ class App:
         )
 
     def follow_ups(self, env: Envelope, value: Any, outcome: str) -> list[EnqueueRequest]:
-        """Jobs to enqueue atomically with an outcome (callbacks, workflow steps)."""
-        return []
+        """Jobs to enqueue atomically with an outcome: the next workflow stage, a chord's
+        join, ``on_success``/``on_failure`` callbacks (see :mod:`offload.workflows`)."""
+        if not (env.chain or env.chord or env.on_success or env.on_failure):
+            return []
+        kind: Literal["success", "failure"] = "success" if outcome == "success" else "failure"
+        return workflow_follow_ups(self, env, value, kind)
 
     def side_tasks(self, options: WorkerOptions) -> list[SideTask]:
         """Coroutines a worker of this app runs beside its own loops: the scheduler, when

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from offload.handles import JobHandle, SyncJobHandle
     from offload.specs import TaskSpec
 
-__all__ = ["BoundTask", "CallOptions", "Task", "TaskDefaults"]
+__all__ = ["BoundTask", "CallOptions", "Task", "TaskDefaults", "TaskSignature"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,6 +79,23 @@ class TaskDefaults(TypedDict, total=False):
 Call = tuple[Any, ...] | Mapping[str, Any] | Signature
 
 
+class TaskSignature(Signature, dict=True):
+    """A :class:`Signature` made by ``task.s(...)``: it also remembers the task's app, so
+    a workflow of such calls can be enqueued without naming the app. On the wire it is
+    a plain signature."""
+
+    @property
+    def app(self) -> App | None:
+        """The app of the task this call names."""
+        app: App | None = self.__dict__.get("_app")
+        return app
+
+    def bind(self, app: App) -> TaskSignature:
+        """Remember ``app``; returns self."""
+        self.__dict__["_app"] = app
+        return self
+
+
 class BoundTask(Generic[P, R]):
     """A task with per-call options applied; enqueue it like the task itself."""
 
@@ -125,7 +142,8 @@ class BoundTask(Generic[P, R]):
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """This call written down for later: a workflow step or a callback."""
         opts = {k: v for k, v in self._opts.items() if k not in ("connection",)}
-        return Signature(name=self._task.name, args=list(args), kwargs=kwargs, options=opts)
+        sig = TaskSignature(name=self._task.name, args=list(args), kwargs=kwargs, options=opts)
+        return sig.bind(self._task.app)
 
 
 class Task(Generic[P, R]):

@@ -57,10 +57,13 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
         timeout_s: per-attempt time limit.
         enqueued_at: Unix time of the enqueue.
         headers: string metadata: trace context (``traceparent``), user values.
-        chain: steps to run after this one succeeds, each receiving the previous result.
+        chain: workflow stages to run after this one succeeds, the next receiving this
+            result first (a group stage is a signature named ``offload:group``). For a
+            chord member: the stages after the chord, started once all members are done.
         on_success: callbacks enqueued with the result when the job succeeds.
         on_failure: callbacks enqueued with the job id when the job dies.
         chord: the chord this job is a member of (the callback fires when all are done).
+        chord_size: how many members that chord has (their ids are ``<chord>.<n>``).
     """
 
     v: int = ENVELOPE_VERSION
@@ -83,6 +86,7 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True):
     on_success: list[Signature] = []
     on_failure: list[Signature] = []
     chord: str | None = None
+    chord_size: int = 0
 
 
 def encode_envelope(envelope: Envelope, codec: Codec, max_size: int | None) -> bytes:
