@@ -132,3 +132,9 @@ async def test_keys_and_dedupe_keys_are_scoped_to_their_queue(broker: Broker) ->
     await put(broker, queue="b", key="K", dedupe_key="D")
     got = await broker.claim(["a", "b"], "w", 10, 30)
     assert sorted(d.queue for d in got) == ["a", "b"]
+
+
+async def test_bound_counts_earlier_jobs_of_the_same_batch(broker: Broker) -> None:
+    outs = await broker.enqueue([req(broker), req(broker), req(broker, max_depth=2)])
+    assert [o.status for o in outs] == ["queued", "queued", "full"]
+    assert outs[2].depth == 2

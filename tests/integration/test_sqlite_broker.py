@@ -408,3 +408,19 @@ async def test_empty_and_missing_keys_stay_distinct(tmp_path: Path) -> None:
         assert await broker.ack(got[5], b"")  # ... and one ack on its own
         recs = await broker.get_jobs([d.job_id for d in got])
         assert [r.result for r in recs if r] == [*results, b""]
+
+
+async def test_wait_job_sees_a_result_written_by_another_process(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'res.db'}"
+    async with SqliteBroker(url) as broker:
+        proc = child("worker", url, str(tmp_path / "w.json"))
+        try:
+            for _ in range(5):
+                [out] = await broker.enqueue([req("mp")])
+                rec = await broker.wait_job(out.job_id, timeout_s=30)
+                assert rec is not None and rec.state == "succeeded"
+                assert rec.result == f"w{proc.pid}".encode(), "acked by the other process"
+        finally:
+            await broker.kv_set("stop", b"1")
+            _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        assert proc.returncode == 0, err

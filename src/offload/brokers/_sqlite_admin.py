@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from offload.brokers._sqlite_store import PENDING, record_of
+from offload.brokers._sqlite_rows import record_of
+from offload.brokers._sqlite_store import PENDING
 from offload.brokers._sqlite_tally import counters_of, state_counts_of
 from offload.brokers.base import (
     Counters,

@@ -10,17 +10,23 @@ objects. It runs on the broker's database thread, never on the event loop.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from zlib import crc32
 
-import msgspec
-
+from offload.brokers._sqlite_rows import (
+    NULL,
+    blob,
+    delivery_of,
+    error_json,
+    id_hash,
+    ids_json,
+    record_of,
+    seq_of,
+)
 from offload.brokers._sqlite_tally import RECOVERED, RETRIED, SERVICE_S, STARTED, WAIT_S, WAITED
 from offload.brokers.base import (
     Ack,
     Bury,
     Delivery,
     EnqueueOutcome,
-    ErrorRecord,
     JobRecord,
     JobState,
     LeaseState,
@@ -35,7 +41,7 @@ if TYPE_CHECKING:
     from offload.brokers._sqlite_tally import Tally
     from offload.brokers.base import EnqueueRequest, Settlement
 
-__all__ = ["JobStore", "id_hash", "ids_json", "record_of"]
+__all__ = ["FINAL", "PENDING", "JobStore"]
 
 PENDING = frozenset({"scheduled", "queued", "blocked", "retrying"})
 FINAL = frozenset({"succeeded", "dead", "cancelled"})
@@ -49,66 +55,9 @@ _ACK_BATCH_MIN = 4
 #: a power of two with rows that match nothing, so a handful of statements stay cached.
 _ACK_CHUNK = 128
 _NO_ACK = (-1, "", 0, 0)
-#: Stands for NULL in the hottest statements, which read it back with nullif(?, 0):
-#: Python 3.11's sqlite3 binds None and bytes through its slow adapter lookup, ints and
-#: bytearrays directly (a micro-optimization worth ~1.5 us per enqueued job).
-_NULL = 0
-#: The lease token carries the job's rowid above these bits (see claim in queries.sql).
-TOKEN_SEQ_SHIFT = 20
 _LEASE_EXPIRED = "the worker stopped renewing its lease (crashed, killed or hung)"
 
-_HALF = 1 << 31
-_errors_decoder = msgspec.json.Decoder(list[ErrorRecord])
-_encoder = msgspec.json.Encoder()
-
 Keys = set[tuple[str, str]]
-
-
-def id_hash(job_id: str) -> int:
-    """The key of ``jobs_id``: crc32 of the id as a signed 32-bit integer, which SQLite
-    stores in 4 bytes. A small key keeps the index small, and so the pages a batch of
-    random ids dirties; collisions (about one pair per 10,000 ids among a million) cost a
-    row read, as every lookup also compares the id."""
-    return crc32(job_id.encode()) - _HALF
-
-
-def ids_json(ids: Sequence[str]) -> str:
-    """Ids as one JSON array of [id_hash, id] pairs (joined with ``json_each``: one
-    statement for any number of ids)."""
-    return _encoder.encode([(id_hash(i), i) for i in ids]).decode()
-
-
-def _error_json(error: ErrorRecord | None) -> str | None:
-    return None if error is None else _encoder.encode(error).decode()
-
-
-def record_of(r: Sequence[Any]) -> JobRecord:
-    """A JobRecord from the ``get_jobs`` column list (``list_jobs`` minus its seq)."""
-    return JobRecord(
-        id=r[0],
-        queue=r[1],
-        name=r[2],
-        kind=r[3],
-        state=JobState(r[4]),
-        payload=r[5],
-        priority=r[6],
-        key=r[7],
-        dedupe_key=r[8],
-        attempts=r[9],
-        max_attempts=r[10],
-        recoveries=r[11],
-        enqueued_at=r[12],
-        run_at=r[13],
-        started_at=r[14],
-        finished_at=r[15],
-        result=r[16],
-        errors=_errors_decoder.decode(r[17]) if r[17] else [],
-        progress=r[18],
-        progress_message=r[19],
-        cancel_requested=bool(r[20]),
-        worker_id=r[21],
-        lease_expires=r[22],
-    )
 
 
 class _Admission:
@@ -131,7 +80,7 @@ class _Admission:
     def depth(self, queue: str) -> int:
         if queue not in self.pending:
             row = self.store.con.execute(self.store.q.queue_pending, (queue,)).fetchone()
-            self.pending[queue] = int(row[0]) - self.added.get(queue, 0)
+            self.pending[queue] = int(row[0])  # stats do not count this batch yet
         return self.pending[queue] + self.added.get(queue, 0)
 
     def keyed_state(self, queue: str, key: str, key_limit: int, placed: str) -> str:
@@ -172,8 +121,8 @@ class JobStore:
         if not requests:
             return []
         hashes = [id_hash(r.id) for r in requests]
-        pairs = _encoder.encode([(h, r.id) for h, r in zip(hashes, requests, strict=True)])
-        seen = {r[0] for r in self.con.execute(self.q.existing_ids, (pairs.decode(),))}
+        pairs = ids_json([r.id for r in requests], hashes)
+        seen = {r[0] for r in self.con.execute(self.q.existing_ids, (pairs,))}
         adm = _Admission(self)
         rows: list[tuple[Any, ...]] = []
         out = []
@@ -223,9 +172,9 @@ class JobStore:
             req.kind,
             req.enqueued_at,
             max(run_at, req.enqueued_at),
-            _NULL if req.key is None else req.key,
+            NULL if req.key is None else req.key,
             max(1, req.key_limit),
-            _NULL if req.dedupe_key is None else req.dedupe_key,
+            NULL if req.dedupe_key is None else req.dedupe_key,
             req.max_attempts,
             req.max_recoveries,
             req.result_ttl_s,
@@ -289,47 +238,15 @@ class JobStore:
         tally: Tally, now: float, queue: str, expires: float, rows: list[Any]
     ) -> list[Delivery]:
         out = []
-        for (
-            _seq,
-            job_id,
-            name,
-            kind,
-            payload,
-            att,
-            max_att,
-            rec,
-            token,
-            enq,
-            prio,
-            key,
-            _run_at,
-            claims_since_queued,
-            due_at,
-        ) in rows:
-            r = tally.row(queue, name)
+        for row in rows:
+            r = tally.row(queue, row[2])
             r[1] -= 1  # n_queued
             r[3] += 1  # n_running
             r[STARTED] += 1
-            if claims_since_queued == 1:
+            if row[13] == 1:  # the first claim since (re)queued ends the job's wait
                 r[WAITED] += 1
-                r[WAIT_S] += max(0.0, now - due_at)
-            out.append(
-                Delivery(
-                    job_id=job_id,
-                    queue=queue,
-                    name=name,
-                    kind=kind,
-                    payload=payload,
-                    attempts=att,
-                    max_attempts=max_att,
-                    recoveries=rec,
-                    lease_token=token,
-                    lease_expires=expires,
-                    enqueued_at=enq,
-                    priority=prio,
-                    key=key,
-                )
-            )
+                r[WAIT_S] += max(0.0, now - row[14])
+            out.append(delivery_of(row, queue, expires))
         return out
 
     # ------------------------------------------------------------------ leases
@@ -342,7 +259,7 @@ class JobStore:
         out = []
         for d in deliveries:
             row = self.cur.execute(
-                self.q.extend, (d.job_id, d.lease_token, now, expires, _seq_of(d))
+                self.q.extend, (d.job_id, d.lease_token, now, expires, seq_of(d))
             ).fetchone()
             if row is None:
                 out.append((LeaseState.LOST, d.lease_expires))
@@ -354,7 +271,7 @@ class JobStore:
         """Record progress while the lease holds."""
         self.cur.execute(
             self.q.set_progress,
-            (d.job_id, d.lease_token, now, value, message, _seq_of(d)),
+            (d.job_id, d.lease_token, now, value, message, seq_of(d)),
         )
         return self.cur.rowcount == 1
 
@@ -382,7 +299,7 @@ class JobStore:
             params: list[Any] = [now]
             for s in chunk:
                 d = s.delivery
-                params += (_seq_of(d), d.job_id, d.lease_token, _blob(s.result))  # type: ignore[union-attr]
+                params += (seq_of(d), d.job_id, d.lease_token, blob(s.result))  # type: ignore[union-attr]
             params += _NO_ACK * (size - len(chunk))  # pad to a cached statement size
             rows += self.cur.execute(self._ack_statement(size), params).fetchall()
         for _id, queue, name, key, enqueued_at, started_at in rows:
@@ -405,7 +322,7 @@ class JobStore:
     def _settle_one(self, tally: Tally, now: float, s: Settlement, keys: Keys) -> bool:
         d = s.delivery
         head = (d.job_id, d.lease_token, now)
-        h = _seq_of(d)
+        h = seq_of(d)
         cur, q = self.cur, self.q
         if isinstance(s, Release):
             row = cur.execute(q.release, (*head, now + s.delay_s, h)).fetchone()
@@ -414,15 +331,15 @@ class JobStore:
                 tally.move(row[0], row[1], "running", placed)
             return row is not None
         if isinstance(s, Ack):
-            row = cur.execute(q.ack, (*head, _blob(s.result), h)).fetchone()
+            row = cur.execute(q.ack, (*head, blob(s.result), h)).fetchone()
             final = "succeeded"
         elif isinstance(s, RetryLater):
-            error = _error_json(s.error)
+            error = error_json(s.error)
             row = cur.execute(q.retry, (*head, now + s.delay_s, error, h)).fetchone()
             final = "retrying"
         else:
             final = "dead" if isinstance(s, Bury) else "cancelled"
-            error = _error_json(s.error)
+            error = error_json(s.error)
             row = cur.execute(q.finish_running, (*head, final, error, h)).fetchone()
         if row is None:
             return False
@@ -570,16 +487,6 @@ class JobStore:
         rows = self.con.execute(self.q.get_jobs, (ids_json(job_ids),)).fetchall()
         found = {r[0]: record_of(r) for r in rows}
         return [found.get(i) for i in job_ids]
-
-
-def _blob(value: bytes | None) -> bytearray | int:
-    """A result for a nullif(?, 0) parameter (see _NULL)."""
-    return _NULL if value is None else bytearray(value)
-
-
-def _seq_of(d: Delivery) -> int:
-    """The job's rowid, from its lease token."""
-    return d.lease_token >> TOKEN_SEQ_SHIFT
 
 
 def _plain_acks(settlements: Sequence[Settlement]) -> bool:
