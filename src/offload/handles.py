@@ -15,7 +15,7 @@ from offload.brokers.base import Broker, ErrorRecord, JobRecord, JobState
 from offload.errors import JobCancelled, JobFailed, JobNotFound, ResultTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from offload.message.codecs import Codec
     from offload.sync import Portal
@@ -252,3 +252,12 @@ class SyncJobHandle(Generic[R]):
     def cancel(self) -> JobState:
         """See :meth:`JobHandle.cancel`."""
         return self._h._app.portal.call(self._h.cancel)
+
+    def watch(self, interval: float = 0.25) -> Iterator[JobInfo]:
+        """See :meth:`JobHandle.watch`: yields the job's info as it changes, blocking."""
+        updates = self._h.watch(interval)
+        while True:
+            try:
+                yield self._h._app.portal.call(updates.__anext__)
+            except StopAsyncIteration:
+                return
