@@ -322,9 +322,14 @@ class SqliteBroker(BrokerBase):
         """Record outcomes in one transaction; each is fenced by its lease."""
         items = list(settlements)
         jobs, _, _, hub = self._parts()
-        unblocked = jobs.unblocked
-        out = await self._tx(lambda t, now: jobs.settle(t, now, items), wake=any)
-        if jobs.unblocked != unblocked and hub.has_peers():
+
+        def run() -> tuple[list[bool], bool]:  # on the database thread, listing included
+            unblocked = jobs.unblocked
+            out = self._run_tx(lambda t, now: jobs.settle(t, now, items), any)
+            return out, jobs.unblocked != unblocked and hub.has_peers()
+
+        out, hand_off = await self._call(run)
+        if hand_off:
             self._handoff_until = asyncio.get_running_loop().time() + HANDOFF_S
         return out
 
