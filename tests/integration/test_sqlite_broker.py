@@ -97,6 +97,34 @@ async def test_wal_full_sync_and_busy_timeout_are_in_force(tmp_path: Path) -> No
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_each_commit_runs_at_the_durability_it_promises(tmp_path: Path) -> None:
+    """Enqueue and settle commit at FULL (fsync); a claim, whose loss in a power cut only
+    reruns a job, commits at NORMAL and puts FULL back at once."""
+    async with SqliteBroker(f"sqlite:///{tmp_path / 'sync.db'}") as broker:
+        trace: list[str] = []
+        con = broker._db.con  # type: ignore[union-attr]
+        await broker._call(con.set_trace_callback, trace.append)
+
+        def commits() -> list[str]:
+            """The synchronous level in force at each COMMIT since the last call."""
+            level, out = "FULL", []
+            for stmt in trace:
+                if stmt.startswith("PRAGMA synchronous="):
+                    level = stmt.partition("=")[2]
+                elif stmt == "COMMIT":
+                    out.append(level)
+            trace.clear()
+            return out
+
+        await broker.enqueue([req() for _ in range(3)])
+        assert commits() == ["FULL"]
+        got = await broker.claim(["q"], "w", 10, 30)
+        assert commits() == ["NORMAL"]
+        assert (await broker.pragmas())["synchronous"] == 2
+        await broker.settle([Ack(d) for d in got])
+        assert commits() == ["FULL"]
+
+
 def test_an_acknowledged_enqueue_survives_a_killed_process(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
     proc = child("enqueue-and-die", url, "survivor")

@@ -14,9 +14,14 @@ How it is built:
   another process.
 * **One transaction per call.** Every write is a ``BEGIN IMMEDIATE`` transaction (the
   write lock is taken up front, so two processes cannot claim the same job), batched:
-  enqueue of N, claim of N and settle of N are one transaction and one fsync each. The
-  statements live in ``sqlite_sql/queries.sql``; the schema in numbered migrations
-  versioned by ``PRAGMA user_version``, applied on open.
+  enqueue of N, claim of N and settle of N are one transaction each. The statements live
+  in ``sqlite_sql/queries.sql``; the schema in numbered migrations versioned by
+  ``PRAGMA user_version``, applied on open.
+* **fsync where a promise needs it.** Enqueue, settle, cancel, publish and the repairs
+  wait for the disk. Writes a power cut may undo harmlessly (claims and lease extensions:
+  the job just runs again; progress, recovery, pruning, token buckets, named leases and
+  the worker registry: redone or transient) commit without their own fsync, and become
+  durable with the next commit that has one.
 * **Stats without scans.** State counts and Little's-Law counters live in ``stats`` and
   change in the same transaction as the jobs they count.
 * **Wake-ups.** Brokers on the same file in one process share a notifier; other
@@ -181,10 +186,18 @@ class SqliteBroker(BrokerBase):
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
     async def _tx(
-        self, body: Callable[[Tally, float], T], wake: bool | Callable[[T], bool] = False
+        self,
+        body: Callable[[Tally, float], T],
+        wake: bool | Callable[[T], bool] = False,
+        *,
+        durable: bool = True,
     ) -> T:
-        """Run ``body(tally, now)`` as one write transaction; ping waiters if ``wake``."""
-        return await self._call(self._run_tx, body, wake)
+        """Run ``body(tally, now)`` as one write transaction; ping waiters if ``wake``.
+
+        ``durable=False`` skips the fsync, for writes a power cut may undo harmlessly
+        (see :meth:`Database.write`).
+        """
+        return await self._call(self._run_tx, body, wake, durable)
 
     def _run_tx(
         self,
@@ -336,7 +349,9 @@ class SqliteBroker(BrokerBase):
     async def recover_expired(self, limit: int = 1000) -> int:
         """Return expired leases to queued (or dead after ``max_recoveries``)."""
         jobs = self._parts()[0]
-        return await self._tx(lambda t, now: jobs.recover_expired(t, now, limit), wake=bool)
+        return await self._tx(
+            lambda t, now: jobs.recover_expired(t, now, limit), wake=bool, durable=False
+        )
 
     async def prune(self, limit: int = 1000) -> int:
         """Delete final jobs past their TTL, events past retention, expired kv and workers."""
@@ -346,7 +361,7 @@ class SqliteBroker(BrokerBase):
             admin.prune_coordination(now)
             return jobs.prune_jobs(t, now, limit) + topics.trim(now)
 
-        return await self._tx(body)
+        return await self._tx(body, durable=False)
 
     async def cancel(self, job_ids: Sequence[str]) -> list[JobState | None]:
         """Cancel pending jobs now; flag running ones (seen by ``extend``)."""
@@ -358,7 +373,9 @@ class SqliteBroker(BrokerBase):
         """Record a running job's progress (fenced by its lease)."""
         jobs = self._parts()[0]
         return await self._tx(
-            lambda _t, now: jobs.set_progress(now, delivery, value, message), wake=bool
+            lambda _t, now: jobs.set_progress(now, delivery, value, message),
+            wake=bool,
+            durable=False,
         )
 
     # ------------------------------------------------------------------ results
@@ -426,17 +443,21 @@ class SqliteBroker(BrokerBase):
     async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take or renew a named lease; False while another owner holds it."""
         admin = self._parts()[2]
-        return await self._tx(lambda _t, now: admin.acquire_lease(now, name, owner, ttl_s))
+        return await self._tx(
+            lambda _t, now: admin.acquire_lease(now, name, owner, ttl_s), durable=False
+        )
 
     async def release_lease(self, name: str, owner: str) -> bool:
         """Give a named lease up, if ``owner`` holds it."""
         admin = self._parts()[2]
-        return await self._tx(lambda _t, _now: admin.release_lease(name, owner))
+        return await self._tx(lambda _t, _now: admin.release_lease(name, owner), durable=False)
 
     async def take_tokens(self, bucket: str, rate: float, burst: float, n: float = 1.0) -> float:
         """Token bucket: 0.0 if taken, else the seconds until ``n`` tokens are there."""
         admin = self._parts()[2]
-        return await self._tx(lambda _t, now: admin.take_tokens(now, bucket, rate, burst, n))
+        return await self._tx(
+            lambda _t, now: admin.take_tokens(now, bucket, rate, burst, n), durable=False
+        )
 
     async def kv_get(self, key: str) -> bytes | None:
         """A stored, unexpired value, or None."""
@@ -451,12 +472,12 @@ class SqliteBroker(BrokerBase):
     async def register_worker(self, info: WorkerInfo, ttl_s: float) -> None:
         """Record a worker as alive for ``ttl_s`` seconds."""
         admin = self._parts()[2]
-        await self._tx(lambda _t, now: admin.register_worker(now, info, ttl_s))
+        await self._tx(lambda _t, now: admin.register_worker(now, info, ttl_s), durable=False)
 
     async def unregister_worker(self, worker_id: str) -> None:
         """Forget a worker that stopped."""
         admin = self._parts()[2]
-        await self._tx(lambda _t, _now: admin.unregister_worker(worker_id))
+        await self._tx(lambda _t, _now: admin.unregister_worker(worker_id), durable=False)
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers seen within their TTL."""
