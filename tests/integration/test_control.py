@@ -65,6 +65,15 @@ async def test_progress_is_visible_while_it_runs_and_watchable(app: App, task: s
     assert info.progress == 1.0 and info.progress_message == f"{kind} 4/4"
 
 
+@pytest.mark.parametrize("task", ["async_steps", "thread_steps", "process_steps"])
+async def test_the_last_report_is_kept_when_the_job_ends_at_once(app: App, task: str) -> None:
+    async with running(app):
+        job = await getattr(ca, task).enqueue(3, 0)  # ends before the next batched write
+        assert await job.result(timeout=20) == "done"
+    info = await job.info()
+    assert info.progress == 1.0 and info.progress_message == f"{task.split('_')[0]} 3/3"
+
+
 async def test_sync_handle_watch_and_cancel(app: App) -> None:
     async with running(app):
         job = (await ca.thread_steps.enqueue(3, 0.2)).sync

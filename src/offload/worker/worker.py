@@ -286,6 +286,8 @@ class Worker:
             self._held.pop(d.job_id, None)
             self.stats.lost += 1
         else:
+            if self._progress:  # the last report, not written yet, goes before the outcome
+                await self._flush_progress(d)
             self.settler.submit(settlement)
 
     def _on_settled(self, settlement: Settlement, ok: bool) -> None:
@@ -409,6 +411,13 @@ class Worker:
     def _report_progress(self, job_id: str, value: float, message: str | None) -> None:
         with self._progress_lock:
             self._progress[job_id] = (value, message)
+
+    async def _flush_progress(self, d: Delivery) -> None:
+        with self._progress_lock:
+            last = self._progress.pop(d.job_id, None)
+        if last is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                await self.broker.set_progress(d, *last)
 
     async def _progress_loop(self) -> None:
         while True:
