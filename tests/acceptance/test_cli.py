@@ -36,12 +36,19 @@ def _job_id(out: str) -> str:
     return out.split("enqueued ")[1].split()[0]
 
 
+def _enqueue(url: str, *args: str) -> str:
+    """Enqueue through the CLI and return the job id (showing stderr if it failed)."""
+    done = run_cli(url, "enqueue", *args)
+    assert done.returncode == 0, done.stderr
+    return _job_id(done.stdout)
+
+
 def test_enqueue_work_status_retry_purge(url: str, tmp_path: Path) -> None:
     ok = run_cli(url, "enqueue", "crash.work", "--args", "[1, 0.01]", "--app", APP)
     assert ok.returncode == 0, ok.stderr
     good = _job_id(ok.stdout)
-    bad = _job_id(run_cli(url, "enqueue", "crash.work", "--args", '["x"]', "--app", APP).stdout)
-    unknown = _job_id(run_cli(url, "enqueue", "no.such.task", "--queue", "crash").stdout)
+    bad = _enqueue(url, "crash.work", "--args", '["x"]', "--app", APP)
+    unknown = _enqueue(url, "no.such.task", "--queue", "crash")
     run = run_cli(url, "worker", APP, "-Q", "crash", "--burst", OFFLOAD_TEST_LEDGER=str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert asyncio.run(_state(url, good)) is JobState.SUCCEEDED
@@ -81,9 +88,7 @@ def test_enqueue_and_wait_prints_the_outcome(url: str, tmp_path: Path) -> None:
 
 
 def test_sigterm_finishes_short_jobs_and_releases_long_ones(url: str, tmp_path: Path) -> None:
-    long_job = _job_id(
-        run_cli(url, "enqueue", "crash.work", "--args", "[1, 60]", "--app", APP).stdout
-    )
+    long_job = _enqueue(url, "crash.work", "--args", "[1, 60]", "--app", APP)
     worker = start_worker(url, tmp_path, "-Q", "crash", "--grace", "1")
     assert wait_until(lambda: asyncio.run(_state(url, long_job)) is JobState.RUNNING, 20)
     started = time.monotonic()
@@ -94,10 +99,7 @@ def test_sigterm_finishes_short_jobs_and_releases_long_ones(url: str, tmp_path: 
 
 
 def test_supervisor_restarts_a_killed_child_and_stops_cleanly(url: str, tmp_path: Path) -> None:
-    ids = [
-        _job_id(run_cli(url, "enqueue", "crash.work", "--args", "[1, 0.3]", "--app", APP).stdout)
-        for _ in range(6)
-    ]
+    ids = [_enqueue(url, "crash.work", "--args", "[1, 0.3]", "--app", APP) for _ in range(6)]
     sup = start_worker(url, tmp_path, "-Q", "crash", "-c", "2", "--processes", "2", "--lease", "2")
     try:
         assert wait_until(lambda: len(list(tmp_path.glob("*.log"))) >= 2, 30), "two children ran"
@@ -105,12 +107,7 @@ def test_supervisor_restarts_a_killed_child_and_stops_cleanly(url: str, tmp_path
         import os
 
         os.kill(min(first_pids), signal.SIGKILL)
-        more = [
-            _job_id(
-                run_cli(url, "enqueue", "crash.work", "--args", "[1, 0.05]", "--app", APP).stdout
-            )
-            for _ in range(20)
-        ]
+        more = [_enqueue(url, "crash.work", "--args", "[1, 0.05]", "--app", APP) for _ in range(20)]
 
         def done() -> bool:
             return all(asyncio.run(_state(url, j)) is JobState.SUCCEEDED for j in ids + more)
