@@ -111,6 +111,10 @@ def _instant(wall: datetime, zone: ZoneInfo) -> float:
     return wall.replace(tzinfo=zone, fold=0).timestamp()
 
 
+def _offset(zone: ZoneInfo, t: float) -> timedelta | None:
+    return datetime.fromtimestamp(t, zone).utcoffset()
+
+
 def _exists(wall: datetime, zone: ZoneInfo, instant: float) -> bool:
     return datetime.fromtimestamp(instant, zone).replace(tzinfo=None) == wall
 
@@ -140,7 +144,15 @@ class Cron:
     def next_after(self, t: float) -> float:
         """The first fire time strictly after ``t`` (see the module docstring for DST)."""
         zone = _zone(self.tz)
-        it = croniter(self.expr, datetime.fromtimestamp(t, zone).replace(tzinfo=None))
+        start = t
+        if _offset(zone, t) != _offset(zone, t - _DST_MARGIN_S):
+            # Just after a clock change, a skipped time shifted forward may fire after t
+            # though its wall time is before wall(t): start reading from before the change.
+            start = t - _DST_MARGIN_S
+        # croniter rounds a fractional start up to the next second, which would skip a
+        # tick at that second: start from the whole second at or before.
+        wall_start = datetime.fromtimestamp(math.floor(start), zone).replace(tzinfo=None)
+        it = croniter(self.expr, wall_start)
         while True:
             wall: datetime = it.get_next(datetime)
             instant = _instant(wall, zone)
@@ -166,8 +178,8 @@ class Cron:
     def window_start(self, t: float, n: int) -> float:
         """An instant at or before the ``n``-th fire time before ``t``."""
         zone = _zone(self.tz)
-        it = croniter(self.expr, datetime.fromtimestamp(t, zone).replace(tzinfo=None))
-        wall = datetime.fromtimestamp(t, zone).replace(tzinfo=None)
+        wall = datetime.fromtimestamp(math.ceil(t), zone).replace(tzinfo=None)
+        it = croniter(self.expr, wall)
         for _ in range(n + 1):
             wall = it.get_prev(datetime)
         return _instant(wall, zone) - _DST_MARGIN_S
