@@ -486,6 +486,81 @@ async def test_counts_match_the_rows_under_concurrent_work(
     assert stats.counters.in_system == total - stats.counts.succeeded - stats.counts.cancelled
 
 
+async def test_a_duplicate_in_a_keyed_batch_gives_its_slot_to_the_next_job(
+    broker: PostgresBroker, clock: FakeClock
+) -> None:
+    await broker.enqueue([req(clock, id="taken")])
+    outs = await broker.enqueue(
+        [
+            req(clock, id="taken", key="K"),  # planned to hold K's slot, but a duplicate
+            req(clock, id="next", key="K"),  # planned to wait behind it
+            req(clock, id="d1", key="L", dedupe_key="D"),
+            req(clock, id="d2", key="L", dedupe_key="D"),  # a duplicate inside the batch
+            req(clock, id="after", key="L"),
+        ]
+    )
+    assert [(o.status, o.job_id) for o in outs] == [
+        ("duplicate", "taken"),
+        ("queued", "next"),
+        ("queued", "d1"),
+        ("duplicate", "d1"),
+        ("queued", "after"),
+    ]
+    states = {r.id: r.state for r in await broker.get_jobs(["next", "d1", "after"]) if r}
+    assert states == {"next": JobState.QUEUED, "d1": JobState.QUEUED, "after": JobState.BLOCKED}
+    [stats] = await broker.stats(["q"])
+    assert (stats.counts.queued, stats.counts.blocked) == (3, 1)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_keyed_batches_behave_like_the_reference_broker(url: str, seed: int) -> None:
+    """Batches mixing keys, key limits, dedupe keys and repeated or existing ids take the
+    set-based path; each step must match the memory broker's outcome exactly."""
+    from offload.brokers.memory import MemoryBroker
+
+    rng = random.Random(seed)
+    mem_clock, pg_clock = FakeClock(), FakeClock()
+    mem = MemoryBroker(clock=mem_clock)
+    pg = PostgresBroker(url, clock=pg_clock)
+    await pg.open()
+    try:
+        ids: list[str] = []
+        for step in range(25):
+            batch = []
+            for _ in range(rng.randint(1, 12)):
+                job_id = rng.choice(ids) if ids and rng.random() < 0.1 else f"j{len(ids)}"
+                ids.append(job_id)
+                batch.append(
+                    {
+                        "id": job_id,
+                        "key": rng.choice([None, "k1", "k2", "k3"]),
+                        "key_limit": rng.choice([1, 1, 2]),
+                        "dedupe_key": rng.choice([None, None, None, "d1", "d2"]),
+                        "priority": rng.choice([0, 0, 5]),
+                        "eta": rng.choice([None, None, 1_800_000_005.0]),
+                    }
+                )
+            outs = [
+                await b.enqueue([req(c, **f) for f in batch])
+                for b, c in ((mem, mem_clock), (pg, pg_clock))
+            ]
+            assert outs[0] == outs[1], f"step {step}: enqueue outcomes differ"
+            limit = rng.randint(0, 6)
+            got = [await b.claim(["q"], "w", limit, 30) for b in (mem, pg)]
+            assert [d.job_id for d in got[0]] == [d.job_id for d in got[1]], f"step {step}"
+            for b, ds in zip((mem, pg), got, strict=True):
+                assert all(await b.settle([Ack(d) for d in ds[: len(ds) // 2 + 1]]))
+            for c in (mem_clock, pg_clock):
+                c.advance(1)
+        known = sorted(set(ids))
+        states = [[r.state if r else None for r in await b.get_jobs(known)] for b in (mem, pg)]
+        assert states[0] == states[1]
+        [ms], [ps] = await mem.stats(["q"]), await pg.stats(["q"])
+        assert ms.counts == ps.counts
+    finally:
+        await pg.close()
+
+
 async def test_prune_works_in_batches(broker: PostgresBroker, clock: FakeClock) -> None:
     await broker.enqueue([req(clock, result_ttl_s=10) for _ in range(25)])
     for d in await broker.claim(["q"], "w", 100, 30):

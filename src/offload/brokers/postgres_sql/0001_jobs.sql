@@ -89,13 +89,15 @@ CREATE UNIQUE INDEX jobs_dedupe ON {schema}.jobs (queue, dedupe_key)
     WHERE dedupe_key IS NOT NULL
       AND state IN ('scheduled', 'queued', 'blocked', 'running', 'retrying');
 
--- Slots of a key: how many of its jobs hold one (active) and how many wait (blocked).
--- A row exists only while the key has unfinished jobs.
+-- Slots of a key: how many of its jobs hold one (active), how many wait (blocked), and
+-- the largest key_limit among them (lim: how many could ever run at once). A row exists
+-- only while the key has unfinished jobs.
 CREATE TABLE {schema}.job_keys (
     queue   text COLLATE "C" NOT NULL,
     key     text COLLATE "C" NOT NULL,
     active  int NOT NULL DEFAULT 0,
     blocked int NOT NULL DEFAULT 0,
+    lim     int NOT NULL DEFAULT 1,
     PRIMARY KEY (queue, key)
 );
 

@@ -58,17 +58,19 @@ BEGIN
 END $$;
 
 
--- Lock the key rows of these jobs in (queue, key) order before their job rows are
--- locked, so cancel/delete never lock in the opposite order of a settle.
-CREATE OR REPLACE FUNCTION {schema}.lock_keys_of(p_ids text[]) RETURNS void
+-- Lock (creating if missing) the key rows of those of these jobs that are in p_states,
+-- in (queue, key) order, before their job rows are locked: cancel, delete and requeue
+-- never take locks in the opposite order of a settle.
+CREATE OR REPLACE FUNCTION {schema}.lock_keys_of(p_ids text[], p_states text[])
+RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM {schema}.job_keys k
-     WHERE (k.queue, k.key) IN (
-        SELECT j.queue, j.key FROM {schema}.jobs j
-         WHERE j.id = ANY (p_ids) AND j.key IS NOT NULL)
-     ORDER BY k.queue, k.key
-       FOR UPDATE OF k;
+    PERFORM {schema}.lock_keys(x.queues, x.keys)
+       FROM (SELECT array_agg(j.queue) AS queues, array_agg(j.key) AS keys
+               FROM {schema}.jobs j
+              WHERE j.id = ANY (p_ids) AND j.key IS NOT NULL
+                AND j.state = ANY (p_states)) x
+      WHERE x.keys IS NOT NULL;
 END $$;
 
 
@@ -83,7 +85,7 @@ DECLARE
     v_keys text[];
     v_held boolean[];
 BEGIN
-    PERFORM {schema}.lock_keys_of(p_ids);
+    PERFORM {schema}.lock_keys_of(p_ids, '{scheduled,queued,blocked,retrying}');
     WITH target AS (
         SELECT t.id, t.state AS old_state FROM {schema}.jobs t
          WHERE t.id = ANY (p_ids)
@@ -159,9 +161,7 @@ DECLARE
     v_count int := 0;
     v_state text;
 BEGIN
-    PERFORM {schema}.lock_keys(
-        ARRAY(SELECT j.queue FROM {schema}.jobs j WHERE j.id = ANY (p_ids)),
-        ARRAY(SELECT j.key FROM {schema}.jobs j WHERE j.id = ANY (p_ids)));
+    PERFORM {schema}.lock_keys_of(p_ids, '{dead,cancelled}');
     FOR r IN
         SELECT j.id, j.queue, j.key, j.key_limit, j.dedupe_key FROM {schema}.jobs j
          WHERE j.id = ANY (p_ids) AND j.state IN ('dead', 'cancelled')
@@ -190,8 +190,8 @@ END $$;
 -- {schema}.prune(limit, now) -> number of jobs and events deleted
 --   Deletes up to `limit` final jobs whose TTL passed, then up to `limit` events beyond
 --   their topic's max_events or older than its retention, and expired kv entries,
---   workers, named leases, result waits and full token buckets (those equal a missing
---   row). Call it
+--   workers, named leases, result waits, idle key rows and full token buckets (those
+--   equal a missing row). Call it
 --   again while it returns `limit` or more.
 CREATE OR REPLACE FUNCTION {schema}.prune(p_limit int, p_now float8)
 RETURNS int
@@ -232,6 +232,12 @@ BEGIN
     DELETE FROM {schema}.buckets b
      WHERE b.tokens + (p_now - b.at) * b.rate >= b.burst;
     DELETE FROM {schema}.result_waits r WHERE r.until < p_now;
+    -- Key rows with neither running nor waiting jobs (left by an enqueue that lost a
+    -- race) are dead weight; a row some transaction holds is skipped.
+    DELETE FROM {schema}.job_keys k WHERE k.ctid = ANY (ARRAY(
+        SELECT x.ctid FROM {schema}.job_keys x
+         WHERE x.active <= 0 AND x.blocked <= 0
+         LIMIT p_limit FOR UPDATE SKIP LOCKED));
     RETURN v_jobs + v_events;
 END $$;
 
