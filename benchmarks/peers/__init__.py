@@ -1,0 +1,1 @@
+"""The cross-system benchmark: offload beside its peers (see ``benchmarks/compare.py``)."""
