@@ -253,9 +253,10 @@ async def test_enqueue_in_a_rolled_back_transaction_leaves_no_job(
 async def test_enqueue_in_a_transaction_is_invisible_until_commit(
     url: str, broker: PostgresBroker, clock: FakeClock
 ) -> None:
+    producer = PostgresBroker(url, clock=clock)  # never opened: it needs no pool
     async with await psycopg.AsyncConnection.connect(conninfo(url)) as conn:
         await conn.execute("SELECT 1")  # the caller's own work in the same transaction
-        await broker.enqueue([req(clock, id="outbox-2")], connection=conn)
+        await producer.enqueue([req(clock, id="outbox-2")], connection=conn)
         assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
         # A concurrent claimer (another connection) never sees the uncommitted job.
         assert await broker.claim(["q"], "w", 10, 30) == []

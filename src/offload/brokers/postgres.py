@@ -260,8 +260,10 @@ class PostgresBroker(BrokerBase):
     ) -> list[EnqueueOutcome]:
         """Store jobs (see :class:`~offload.brokers.base.QueueOps`).
 
-        With ``connection``, the jobs are written inside that connection's current
-        transaction: they exist, and wake workers, only if it commits.
+        With ``connection`` (a psycopg ``AsyncConnection`` to the same database), the
+        jobs are written inside that connection's current transaction: they exist, and
+        wake workers, only if it commits. That needs no ``open()``: a web process can
+        enqueue through its own connections only.
         """
         if not requests:
             return []
