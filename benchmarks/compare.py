@@ -27,6 +27,7 @@ are removed at the end, on Ctrl-C too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -112,62 +113,82 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def start_servers(
+    systems: list[catalog.System], args: argparse.Namespace, stack: contextlib.ExitStack
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The servers the chosen systems need (stopped by ``stack``); the drivers' common
+    config and a line per server for the table."""
+    base: dict[str, object] = {
+        "jobs": args.jobs, "rate": args.rate, "seconds": args.seconds,
+        "pg_db": f"peers_bench_{os.getpid()}",
+    }  # fmt: skip
+    notes: dict[str, str] = {}
+    if any(s.backend == "redis" for s in systems):
+        redis_srv = servers.PrivateRedis()
+        stack.callback(redis_srv.stop)
+        redis_srv.start()
+        base["redis_url"] = redis_srv.url
+        notes["redis"] = redis_srv.description
+    if any(s.backend == "postgres" for s in systems):
+        pg_srv, why = servers.start_postgres(args.shared_pg)
+        stack.callback(pg_srv.stop)
+        if isinstance(pg_srv, servers.SharedPostgres):
+            stack.callback(pg_srv.drop, str(base["pg_db"]))
+        base["pg_url"] = pg_srv.url
+        notes["postgres"] = pg_srv.description + (f" (private cluster: {why})" if why else "")
+    return base, notes
+
+
+def run_all(
+    systems: list[catalog.System], base: dict[str, object], args: argparse.Namespace,
+    failures: dict[str, str],
+) -> list[dict[str, object]]:  # fmt: skip
+    """Every system once per run, interleaved, so slow drifts in load hit all of them."""
+    runs: list[dict[str, object]] = []
+    for r in range(args.runs):
+        for s in systems:
+            if s.name in failures:
+                result: dict[str, object] = {"error": failures[s.name]}
+            else:
+                print(f"run {r + 1}/{args.runs}: {s.label} ...", file=sys.stderr, flush=True)
+                result = run_one(s, base, args.timeout)
+                if "error" in result:
+                    print(f"  failed: {report.first_line([str(result['error'])])}", file=sys.stderr)
+            runs.append({"system": s.name, "run": r + 1, **result})
+    return runs
+
+
+def save(meta: dict[str, object], runs: list[dict[str, object]], table: object) -> Path:
+    out = ROOT / "benchmarks" / "results" / time.strftime("compare-%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "runs": runs, "medians": table}, indent=1))
+    return out
+
+
 def main() -> None:
     args = parse_args()
     systems = chosen(args.systems)
     signal.signal(signal.SIGTERM, _interrupt)
-    failures = (
-        {} if args.no_install else venv.ensure(systems, log=lambda m: print(m, file=sys.stderr))
-    )
-    redis_srv = pg_srv = None
-    started = time.time()
-    load0 = os.getloadavg()
-    runs: list[dict[str, object]] = []
+    signal.signal(signal.SIGINT, _interrupt)  # even if started with SIGINT ignored
+    started, load0 = time.time(), os.getloadavg()
     try:
-        base: dict[str, object] = {
-            "jobs": args.jobs, "rate": args.rate, "seconds": args.seconds,
-            "pg_db": f"peers_bench_{os.getpid()}",
-        }  # fmt: skip
-        notes: dict[str, str] = {}
-        if any(s.backend == "redis" for s in systems):
-            redis_srv = servers.PrivateRedis()
-            redis_srv.start()
-            base["redis_url"] = redis_srv.url
-            notes["redis"] = redis_srv.description
-        if any(s.backend == "postgres" for s in systems):
-            pg_srv, why = servers.start_postgres(args.shared_pg)
-            base["pg_url"] = pg_srv.url
-            notes["postgres"] = pg_srv.description + (
-                f" (private cluster failed: {why})" if why else ""
-            )
-        for r in range(args.runs):
-            for s in systems:
-                if s.name in failures:
-                    result: dict[str, object] = {"error": failures[s.name]}
-                else:
-                    print(f"run {r + 1}/{args.runs}: {s.label} ...", file=sys.stderr, flush=True)
-                    result = run_one(s, base, args.timeout)
-                    if "error" in result:
-                        print(f"  failed: {str(result['error'])[:300]}", file=sys.stderr)
-                runs.append({"system": s.name, "run": r + 1, **result})
-        meta = {
-            "command": " ".join(sys.argv), "started": started, "finished": time.time(),
-            "load_before": load0, "load_after": os.getloadavg(), "servers": notes,
-            "args": vars(args), "peer_versions": venv.versions(), "cpus": os.cpu_count(),
-        }  # fmt: skip
-        table = report.summarise(systems, runs)
-        print(report.render(table, meta))
-        out = ROOT / "benchmarks" / "results" / time.strftime("compare-%Y%m%d-%H%M%S.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"meta": meta, "runs": runs, "medians": table}, indent=1))
-        print(f"raw results: {out.relative_to(ROOT)}")
+        with contextlib.ExitStack() as stack:
+            failures = {}
+            if not args.no_install:
+                failures = venv.ensure(systems, log=lambda m: print(m, file=sys.stderr))
+            base, notes = start_servers(systems, args, stack)
+            runs = run_all(systems, base, args, failures)
     except KeyboardInterrupt:
-        print("interrupted: cleaning up", file=sys.stderr)
+        print("interrupted: servers stopped, temp dirs removed", file=sys.stderr)
         sys.exit(130)
-    finally:
-        for srv in (redis_srv, pg_srv):
-            if srv is not None:
-                srv.stop()
+    meta = {
+        "command": " ".join(sys.argv), "started": started, "finished": time.time(),
+        "load_before": load0, "load_after": os.getloadavg(), "servers": notes,
+        "args": vars(args), "peer_versions": venv.versions(), "cpus": os.cpu_count(),
+    }  # fmt: skip
+    table = report.summarise(systems, runs)
+    print(report.render(table, meta))
+    print(f"raw results: {save(meta, runs, table).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

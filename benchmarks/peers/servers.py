@@ -131,6 +131,14 @@ class SharedPostgres:
     def stop(self) -> None:
         pass
 
+    def drop(self, database: str) -> None:
+        """Drop the benchmark's database if a killed driver left it behind."""
+        subprocess.run(
+            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
+             "-c", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'],
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+
 
 def start_postgres(force_shared: bool) -> tuple[PrivatePostgres | SharedPostgres, str]:
     """The private cluster, or the shared server with the reason the private one failed."""

@@ -7,7 +7,7 @@ from _bin import script
 from procrastinate import App, PsycopgConnector
 from record import record
 
-CONCURRENCY = 10
+CONCURRENCY = int(os.environ.get("PEERS_PROCRASTINATE_CONCURRENCY", "10"))
 SETTINGS = f"worker --concurrency {CONCURRENCY} (LISTEN/NOTIFY on, its default)"
 
 app = App(connector=PsycopgConnector(conninfo=os.environ["PEERS_PG_URL"]))
