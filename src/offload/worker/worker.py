@@ -138,6 +138,7 @@ class Worker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._closing = False  # set once the side tasks must end
         self._grace_s = opts.grace_s
         self._threads = ThreadPool()
         self._process_pool: ProcessPool | None = None
@@ -315,7 +316,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
         expected = loop.time() + self._heartbeat_s
-        while True:
+        while not self._closing:
             await asyncio.sleep(max(0.0, expected - loop.time()))
             late = loop.time() - expected
             if late > self._heartbeat_s:
@@ -378,7 +379,7 @@ class Worker:
     async def _maintenance_loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + random.uniform(0, self.options.prune_every_s)
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._recover_s * random.uniform(0.8, 1.2))
             try:
                 await self.maintain(prune=loop.time() >= next_prune)
@@ -420,7 +421,7 @@ class Worker:
                 await self.broker.set_progress(d, *last)
 
     async def _progress_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(0.2)
             with self._progress_lock:
                 batch, self._progress = self._progress, {}
@@ -455,9 +456,14 @@ class Worker:
                 await asyncio.wait(late)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.settler.flush(), timeout=30)
+        # A driver may swallow a cancellation (psycopg_pool on 3.11 can); the loops also
+        # stop on this flag, and the wait is bounded so shutdown never hangs.
+        self._closing = True
         for task in side:
             task.cancel()
-        await asyncio.gather(*side, return_exceptions=True)
+        _, stuck = await asyncio.wait(side, timeout=10)
+        for task in stuck:
+            log.warning("worker side task %s did not stop in time", task.get_name())
         with contextlib.suppress(Exception):
             await self.broker.unregister_worker(self.id)
         self._threads.close()
