@@ -70,7 +70,7 @@ async def slow_async() -> None:
 
 @app.task(name="t.slow_thread", timeout=0.2)
 def slow_thread() -> None:
-    time.sleep(2)
+    time.sleep(5)
 
 
 @app.task(name="t.slow_process", timeout=0.5, executor="process")

@@ -131,7 +131,7 @@ async def test_sync_time_limit_frees_the_slot(app: App) -> None:
         after = await apps.add.enqueue(1, 1)
         assert await after.result(timeout=10) == 2
     assert failed.value.reason == "timeout"
-    assert time.monotonic() - started < 1.8, "the slot is freed at the limit, not at the end"
+    assert time.monotonic() - started < 4, "the slot is freed at the limit, not after the 5 s"
 
 
 async def test_process_time_limit_kills_the_child_and_the_pool_recovers(app: App) -> None:
