@@ -366,6 +366,30 @@ async def test_results_notify_only_while_someone_waits(
     assert record is not None and record.state is JobState.SUCCEEDED
 
 
+async def test_many_result_waiters_share_their_reads(
+    broker: PostgresBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outs = await broker.enqueue([req(clock) for _ in range(50)])
+    reads: list[int] = []
+    get_jobs = broker.get_jobs
+
+    async def counting(ids: Any) -> Any:
+        reads.append(len(ids))
+        return await get_jobs(ids)
+
+    monkeypatch.setattr(broker, "get_jobs", counting)
+    broker._rereads = type(broker._rereads)(counting)
+    waiters = [asyncio.create_task(broker.wait_job(o.job_id, 20)) for o in outs]
+    await asyncio.sleep(0.5)
+    reads.clear()
+    await broker.settle([Ack(d) for d in await broker.claim(["q"], "w", 50, 30)])
+    records = await asyncio.wait_for(asyncio.gather(*waiters), 10)
+    assert all(r is not None and r.state is JobState.SUCCEEDED for r in records)
+    # Alone, each waiter would read at least once (50 reads); batched, the notification
+    # costs one read, plus a few for waiters whose poll timers fired meanwhile.
+    assert len(reads) < 10 and max(reads) > 1, f"reads were not shared: {reads}"
+
+
 async def test_idle_claims_survive_a_lost_listening_connection(
     url: str, broker: PostgresBroker, clock: FakeClock
 ) -> None:

@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from offload.brokers import _pg_rows as rows
 from offload.brokers._pg_conn import PgSettings, map_error, parse_url
 from offload.brokers._pg_listen import Listener
+from offload.brokers._pg_results import Rereads
 from offload.brokers._pg_schema import check_schema, migrate, schema_state
 from offload.brokers._pg_sql import Statements
 from offload.brokers.base import (
@@ -104,6 +105,7 @@ class PostgresBroker(BrokerBase):
         self._listener = Listener(self.settings.conninfo, self.schema)
         self._checking: asyncio.Task[None] | None = None
         self._awaited: dict[str, float] = {}
+        self._rereads = Rereads(self.get_jobs)
         self._vacuumed_at = float("-inf")
         self._rr = 0
 
@@ -410,7 +412,7 @@ class PostgresBroker(BrokerBase):
         backoff = _POLL_MIN_S
         while True:
             seen = self._listener.versions(keys)
-            record = await self.get_job(job_id)
+            record = await self._rereads.get(job_id)
             remaining = deadline - loop.time()
             if record is None or record.state.is_final or remaining <= 0:
                 return record
