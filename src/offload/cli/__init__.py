@@ -5,7 +5,17 @@ that only read or repair queues need no app at all. Each module adds the command
 area to the :func:`main` group.
 """
 
-from offload.cli import dashboard, demo, events, jobs, schedules, stats, worker  # noqa: F401  (registers the commands)
+# Importing each module registers its commands.
+from offload.cli import (  # noqa: F401
+    dashboard,
+    db,
+    demo,
+    events,
+    jobs,
+    schedules,
+    stats,
+    worker,
+)
 from offload.cli._base import main
 
 __all__ = ["main"]
