@@ -128,3 +128,14 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert "Cannot import 'nosuchmodule'" in no_app.stderr and "Traceback" not in no_app.stderr
     bad_json = run_cli(f"sqlite:///{tmp_path / 'x.db'}", "enqueue", "t", "--args", "[1,")
     assert bad_json.returncode == 2 and "--args must be JSON" in bad_json.stderr
+
+
+def test_db_migrate_creates_then_leaves_the_schema(app_url_for: object) -> None:
+    url = app_url_for("postgres")  # type: ignore[operator]
+    first = run_cli(url, "db", "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "applied migration(s)" in first.stdout
+    again = run_cli(url, "db", "migrate")
+    assert "already up to date" in again.stdout
+    sqlite = run_cli("memory://", "db", "migrate")
+    assert "nothing to migrate" in sqlite.stdout
