@@ -137,5 +137,5 @@ def test_db_migrate_creates_then_leaves_the_schema(app_url_for: object) -> None:
     assert "applied migration(s)" in first.stdout
     again = run_cli(url, "db", "migrate")
     assert "already up to date" in again.stdout
-    sqlite = run_cli("memory://", "db", "migrate")
-    assert "nothing to migrate" in sqlite.stdout
+    memory = run_cli("memory://", "db", "migrate")
+    assert "nothing to migrate" in memory.stdout
