@@ -153,7 +153,7 @@ def run_all(
                 print(f"run {r + 1}/{args.runs}: {s.label} ...", file=sys.stderr, flush=True)
                 result = run_one(s, base, args.timeout)
                 if "error" in result:
-                    print(f"  failed: {report.first_line([str(result['error'])])}", file=sys.stderr)
+                    print(f"  failed: {report.error_summary([str(result['error'])])}", file=sys.stderr)
             runs.append({"system": s.name, "run": r + 1, **result})
     return runs
 

@@ -166,12 +166,11 @@ async def open_loop(producer: Any, cfg: Config, path: str) -> dict[str, float]:
     if pending:
         await asyncio.gather(*pending)
     pool.shutdown()
+    need = (base + n) * record.RECORD.size  # every record so far: cheap to wait on
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        runs = record.read(path)
-        if sum(1 for i in runs if i >= base) >= n:
-            break
-        await asyncio.sleep(0.1)
+    while time.monotonic() < deadline and os.stat(path).st_size < need:
+        await asyncio.sleep(0.05)
+    runs = record.read(path)
     warm = int(cfg.rate * 0.5)
     waits = sorted(
         (runs[base + j] - (t0 + j / cfg.rate)) * 1000 for j in range(warm, n) if base + j in runs

@@ -63,7 +63,7 @@ HEAD2 = f"{'':<22}{'':>68}{'ms':>9} | {'÷floor':>6}{'÷peer':>7}{'÷floor':>7}{
 def _line(name: str, r: dict[str, Any], table: dict[str, dict[str, Any]]) -> str:
     b = r["backend"]
     if not r["runs"]:
-        return f"{r['label']:<22}FAILED: {first_line(r['errors'])}"
+        return f"{r['label']:<22}FAILED: {error_summary(r['errors'])}"
     cells = (
         f"{r['label']:<22}{_num(r['enqueue_one']):>9}{_num(r['enqueue_batch']):>12}"
         f"{_num(r['drain']):>9}{_num(r['cpu_us'], 1):>11}{_num(r['p50_ms'], 2):>9}"
@@ -76,7 +76,7 @@ def _line(name: str, r: dict[str, Any], table: dict[str, dict[str, Any]]) -> str
     return cells + (f"  ({len(r['errors'])} run(s) failed)" if r["errors"] else "")
 
 
-def first_line(errors: list[str]) -> str:
+def error_summary(errors: list[str]) -> str:
     return errors[0].strip().splitlines()[-1][:120] if errors else "?"
 
 
