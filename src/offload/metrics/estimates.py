@@ -47,7 +47,8 @@ class RetryAfter:
     """Measures a queue's completion rate for ``retry_after_s``, cached per queue.
 
     The cache (``cache_s``, default one second) keeps a flood of rejected producers from
-    each paying the measurement's round trips.
+    each paying the measurement's round trips; producers that miss the cache together
+    share one measurement.
     """
 
     def __init__(self, *, window_s: float = 60.0, cache_s: float = 1.0, sample: int = 500) -> None:
@@ -55,13 +56,24 @@ class RetryAfter:
         self.cache_s = cache_s
         self.sample = sample
         self._cache: dict[str, tuple[float, float | None]] = {}
+        self._measuring: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[float | None]]
+        self._measuring = {}
 
     async def rate(self, broker: Broker, queue: str) -> float | None:
         """The queue's completion rate in jobs/s (``None``: nothing to measure it by)."""
-        loop_now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
         cached = self._cache.get(queue)
-        if cached is not None and loop_now - cached[0] < self.cache_s:
+        if cached is not None and loop.time() - cached[0] < self.cache_s:
             return cached[1]
+        key = (loop, queue)
+        task = self._measuring.get(key)
+        if task is None:
+            task = loop.create_task(self._measure(broker, queue, loop.time()))
+            self._measuring[key] = task
+            task.add_done_callback(lambda _: self._measuring.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _measure(self, broker: Broker, queue: str, loop_now: float) -> float | None:
         [stats] = await broker.stats([queue])
         timings = await broker.timings(queue, stats.at - self.window_s, self.sample)
         rate = completion_rate(timings, stats.at)
