@@ -129,7 +129,8 @@ def decode_envelope(payload: bytes) -> Envelope:
     try:
         codec = codec_for_payload(payload)
         envelope = codec.decode_envelope(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+    # RecursionError: msgspec refuses nesting past the interpreter's limit that way.
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:
         preview = bytes(payload[:60])
         raise DecodeError(f"Undecodable envelope ({exc}); first bytes: {preview!r}") from exc
     if envelope.v != ENVELOPE_VERSION:
