@@ -107,3 +107,9 @@ async def unserialisable() -> object:
 async def record(key: str, n: int) -> None:
     ledger.append((key, n))
     await asyncio.sleep(0.001)
+
+
+@app.task(name="t.blocks_the_loop")
+async def blocks_the_loop(seconds: float) -> str:
+    time.sleep(seconds)  # a mistake users make: blocking work inside an async task
+    return "done"

@@ -302,3 +302,48 @@ async def test_burst_worker_drains_and_stops(app: App) -> None:
     await apps.add.enqueue_many([(i, 1) for i in range(50)])
     stats = await app.run_worker(queues=("t",), burst=True, poll_s=0.05, concurrency=8)
     assert stats.succeeded == 50
+
+
+async def test_a_task_blocking_the_event_loop_keeps_its_lease(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease is renewed from its own thread, so the job is never handed to another
+    worker, and the blocked loop is reported with the job that blocks it."""
+    import threading
+
+    from offload.brokers import open_broker
+
+    shared = await app.broker()
+    recovered: list[int] = []
+    stop = threading.Event()
+
+    def reaper() -> None:  # another worker's maintenance, running all along
+        async def loop() -> None:
+            broker = shared if not shared.capabilities.shared else open_broker(shared.url)
+            if broker is not shared:
+                await broker.open()
+            try:
+                while not stop.is_set():
+                    recovered.append(await broker.recover_expired())
+                    await asyncio.sleep(0.1)
+            finally:
+                if broker is not shared:
+                    await broker.close()
+
+        asyncio.run(loop())
+
+    thread = threading.Thread(target=reaper)
+    thread.start()
+    try:
+        async with running(app, lease_s=1.2):
+            job = await apps.blocks_the_loop.enqueue(4.0)  # more than three leases
+            assert await job.result(timeout=30) == "done"
+    finally:
+        stop.set()
+        thread.join()
+    info = await job.info()
+    assert (info.attempts, sum(recovered)) == (1, 0), "never reclaimed, never run twice"
+    assert any(
+        "event loop has been blocked" in r.message and "t.blocks_the_loop" in r.message
+        for r in caplog.records
+    )

@@ -31,11 +31,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from offload.brokers import open_broker
 from offload.brokers.base import Broker, Delivery, LeaseState, Release, Settlement, WorkerInfo
 from offload.clock import Clock, system_clock
 from offload.errors import BrokerUnavailable
 from offload.message.codecs import get_codec
 from offload.worker.executors import ProcessPool, ThreadPool
+from offload.worker.heartbeat import LeaseKeeper
 from offload.worker.runner import FollowUps, Runner, StopReason
 from offload.worker.settler import Settler
 
@@ -139,6 +141,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._closing = False  # set once the side tasks must end
+        self._keeper: LeaseKeeper | None = None
         self._grace_s = opts.grace_s
         self._threads = ThreadPool()
         self._process_pool: ProcessPool | None = None
@@ -190,11 +193,12 @@ class Worker:
             extra={"action": "worker_started"},
         )
         self._install_signals()
+        self._keeper = self._lease_keeper()
+        self._keeper.start()
         with contextlib.suppress(BrokerUnavailable):
             await self.broker.register_worker(self._info(), ttl_s=self._heartbeat_s * 3 + 5)
         side = [
             self._spawn(self.settler.run(), "offload-settle"),
-            self._spawn(self._heartbeat_loop(), "offload-heartbeat"),
             self._spawn(self._maintenance_loop(), "offload-maintenance"),
             self._spawn(self._progress_loop(), "offload-progress"),
             *(self._spawn(make(self), name) for name, make in self._extra_side_tasks),
@@ -313,33 +317,40 @@ class Worker:
 
     # ------------------------------------------------------------------ heartbeat
 
-    async def _heartbeat_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        expected = loop.time() + self._heartbeat_s
-        while not self._closing:
-            await asyncio.sleep(max(0.0, expected - loop.time()))
-            late = loop.time() - expected
-            if late > self._heartbeat_s:
-                log.warning(
-                    "the event loop was blocked for %.1fs: a task is blocking it (run sync code "
-                    "in a sync task, not inside an async one); leases may expire",
-                    late,
-                    extra={"action": "loop_blocked"},
-                )
-            expected = loop.time() + self._heartbeat_s
-            with contextlib.suppress(BrokerUnavailable):
-                await self.heartbeat()
+    def _lease_keeper(self) -> LeaseKeeper:
+        broker = self.broker
+
+        def make_broker() -> Broker:
+            # A store shared by processes gets its own connection for the keeper's loop;
+            # the memory broker is this process's state and is thread-safe as it is.
+            if not broker.capabilities.shared:
+                return broker
+            return open_broker(broker.url, clock=self.clock)
+
+        return LeaseKeeper(
+            make_broker=make_broker,
+            held=lambda: list(self._held.values()),
+            info=self._info,
+            on_states=self._on_lease_states,
+            running=lambda: [f"{d.name} ({d.job_id})" for d in self._held.values()],
+            worker_loop=asyncio.get_running_loop(),
+            interval_s=self._heartbeat_s,
+            lease_s=self.options.lease_s,
+        )
+
+    def _on_lease_states(self, pairs: list[tuple[Delivery, LeaseState]]) -> None:
+        for d, state in pairs:
+            if state is LeaseState.LOST:
+                self._interrupt(d.job_id, "lease_lost")
+            elif state is LeaseState.CANCEL_REQUESTED:
+                self._interrupt(d.job_id, "cancel_requested")
 
     async def heartbeat(self) -> None:
-        """Renew every held lease once, act on lost leases and cancel requests."""
+        """Renew every held lease once on this loop (the lease keeper does it on a timer)."""
         held = list(self._held.values())
         if held:
             states = await self.broker.extend(held, self.options.lease_s)
-            for d, state in zip(held, states, strict=True):
-                if state is LeaseState.LOST:
-                    self._interrupt(d.job_id, "lease_lost")
-                elif state is LeaseState.CANCEL_REQUESTED:
-                    self._interrupt(d.job_id, "cancel_requested")
+            self._on_lease_states(list(zip(held, states, strict=True)))
         await self.broker.register_worker(self._info(), ttl_s=self._heartbeat_s * 3 + 5)
 
     def _interrupt(self, job_id: str, why: StopReason) -> None:
@@ -464,6 +475,8 @@ class Worker:
         _, stuck = await asyncio.wait(side, timeout=10)
         for task in stuck:
             log.warning("worker side task %s did not stop in time", task.get_name())
+        if self._keeper is not None:  # after the last outcome: leases renewed until here
+            await asyncio.to_thread(self._keeper.stop)
         with contextlib.suppress(Exception):
             await self.broker.unregister_worker(self.id)
         self._threads.close()
