@@ -113,3 +113,8 @@ async def record(key: str, n: int) -> None:
 async def blocks_the_loop(seconds: float) -> str:
     time.sleep(seconds)  # a mistake users make: blocking work inside an async task
     return "done"
+
+
+@app.task(name="t.after")
+async def after(value: int) -> None:
+    ledger.append(("after", value))

@@ -347,3 +347,11 @@ async def test_a_task_blocking_the_event_loop_keeps_its_lease(
         "event loop has been blocked" in r.message and "t.blocks_the_loop" in r.message
         for r in caplog.records
     )
+
+
+async def test_burst_worker_runs_what_its_last_outcome_enqueued(app: App) -> None:
+    """Follow-ups ride in the settlement; a burst worker must not stop while it is written."""
+    for i in range(5):
+        await apps.add.options(on_success=apps.after.s()).enqueue(i, 1)
+    await app.run_worker(queues=("t",), burst=True, poll_s=0.01)
+    assert sorted(v for k, v in apps.ledger if k == "after") == [1, 2, 3, 4, 5]

@@ -41,14 +41,15 @@ class Settler:
         self._max_batch = max_batch
         self._max_backoff_s = max_backoff_s
         self._pending: list[Settlement] = []
+        self._writing = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
     @property
     def pending(self) -> int:
-        """Settlements not yet written."""
-        return len(self._pending)
+        """Settlements not yet written (queued, or in a write under way)."""
+        return len(self._pending) + self._writing
 
     def submit(self, settlement: Settlement) -> None:
         """Queue a settlement for the next batch."""
@@ -74,7 +75,11 @@ class Settler:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            results = await self._write(batch)
+            self._writing = len(batch)
+            try:
+                results = await self._write(batch)
+            finally:
+                self._writing = 0
             for settlement, ok in zip(batch, results, strict=True):
                 self._on_settled(settlement, ok)
         self._idle.set()
