@@ -141,28 +141,42 @@ def start_servers(
 
 def run_all(
     systems: list[catalog.System], base: dict[str, object], args: argparse.Namespace,
-    failures: dict[str, str],
-) -> list[dict[str, object]]:  # fmt: skip
-    """Every system once per run, interleaved, so slow drifts in load hit all of them."""
-    runs: list[dict[str, object]] = []
+    failures: dict[str, str], results: Results,
+) -> None:  # fmt: skip
+    """Every system once per run, interleaved, so slow drifts in load hit all of them;
+    the results file is rewritten after each system (an interrupted run keeps its data)."""
     for r in range(args.runs):
         for s in systems:
+            load = os.getloadavg()[0]
             if s.name in failures:
                 result: dict[str, object] = {"error": failures[s.name]}
             else:
                 print(f"run {r + 1}/{args.runs}: {s.label} ...", file=sys.stderr, flush=True)
                 result = run_one(s, base, args.timeout)
                 if "error" in result:
-                    print(f"  failed: {report.error_summary([str(result['error'])])}", file=sys.stderr)
-            runs.append({"system": s.name, "run": r + 1, **result})
-    return runs
+                    summary = report.error_summary([str(result["error"])])
+                    print(f"  failed: {summary}", file=sys.stderr)
+            results.runs.append({"system": s.name, "run": r + 1, "load": load, **result})
+            results.save()
 
 
-def save(meta: dict[str, object], runs: list[dict[str, object]], table: object) -> Path:
-    out = ROOT / "benchmarks" / "results" / time.strftime("compare-%Y%m%d-%H%M%S.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "runs": runs, "medians": table}, indent=1))
-    return out
+class Results:
+    """``benchmarks/results/compare-<time>.json``: the meta, every run, the medians."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        name = time.strftime("compare-%Y%m%d-%H%M%S.json")
+        self.path = ROOT / "benchmarks" / "results" / name
+        self.runs: list[dict[str, object]] = []
+        self.meta: dict[str, object] = {
+            "command": " ".join(sys.argv), "started": time.time(), "args": vars(args),
+            "load_before": os.getloadavg(), "cpus": os.cpu_count(), "servers": {},
+        }  # fmt: skip
+        self.medians: object = None
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"meta": self.meta, "runs": self.runs, "medians": self.medians}
+        self.path.write_text(json.dumps(data, indent=1))
 
 
 def main() -> None:
@@ -170,25 +184,29 @@ def main() -> None:
     systems = chosen(args.systems)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # even if started with SIGINT ignored
-    started, load0 = time.time(), os.getloadavg()
+    results = Results(args)
     try:
         with contextlib.ExitStack() as stack:
             failures = {}
             if not args.no_install:
                 failures = venv.ensure(systems, log=lambda m: print(m, file=sys.stderr))
-            base, notes = start_servers(systems, args, stack)
-            runs = run_all(systems, base, args, failures)
+            base, results.meta["servers"] = start_servers(systems, args, stack)
+            results.meta["peer_versions"] = venv.versions()
+            run_all(systems, base, args, failures, results)
     except KeyboardInterrupt:
         print("interrupted: servers stopped, temp dirs removed", file=sys.stderr)
+        if results.runs:
+            print(f"runs so far: {results.path.relative_to(ROOT)}", file=sys.stderr)
         sys.exit(130)
-    meta = {
-        "command": " ".join(sys.argv), "started": started, "finished": time.time(),
-        "load_before": load0, "load_after": os.getloadavg(), "servers": notes,
-        "args": vars(args), "peer_versions": venv.versions(), "cpus": os.cpu_count(),
-    }  # fmt: skip
-    table = report.summarise(systems, runs)
-    print(report.render(table, meta))
-    print(f"raw results: {save(meta, runs, table).relative_to(ROOT)}")
+    loads = sorted(float(r["load"]) for r in results.runs)  # type: ignore[arg-type]
+    results.meta.update(
+        finished=time.time(), load_after=os.getloadavg(),
+        load_during=[loads[0], loads[len(loads) // 2], loads[-1]] if loads else None,
+    )  # fmt: skip
+    results.medians = report.summarise(systems, results.runs)
+    results.save()
+    print(report.render(results.medians, results.meta))
+    print(f"raw results: {results.path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,13 @@ def targets(table: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+def _during(loads: list[float] | None) -> str:
+    if not loads:
+        return ""
+    low, mid, high = loads
+    return f"{mid:.2f} median at each system's start (min {low:.2f}, max {high:.2f}), "
+
+
 def render(table: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     args = meta["args"]
     lines = [
@@ -120,8 +127,9 @@ def render(table: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"offload vs peers: {args['jobs']:,} no-op jobs drained by ONE worker process; "
         f"latency at {args['rate']:,.0f} jobs/s open loop; median of {args['runs']} run(s)",
         time.strftime("%Y-%m-%d %H:%M", time.localtime(meta["started"]))
-        + f", {meta['cpus']} CPUs, load average before {meta['load_before'][0]:.2f}"
-        f" / after {meta['load_after'][0]:.2f}",
+        + f", {meta['cpus']} CPUs; 1-min load average: {meta['load_before'][0]:.2f} before, "
+        + _during(meta.get("load_during"))
+        + f"{meta['load_after'][0]:.2f} after",
         *(f"{k}: {v}" for k, v in meta["servers"].items()),
         "ratios: ÷floor = this / the raw floor on the same server; ÷peer = this / the best "
         "peer on the same server (drain: fastest; p99: lowest); send p99 = the latency "
