@@ -203,14 +203,13 @@ async def _enqueue_raw(
     delay: float | None,
     priority: int | None,
 ) -> str:
-    import uuid
-
     from offload.flow.limits import admit
     from offload.message.envelope import Envelope
+    from offload.message.ids import new_id
 
     now = app.clock.now()
     env = Envelope(
-        id=uuid.uuid4().hex,
+        id=new_id(),
         name=task,
         queue=queue or app.default_queue,
         args=args,

@@ -26,7 +26,6 @@ import datetime as dt
 import inspect
 import os
 import threading
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, overload
 
@@ -47,6 +46,7 @@ from offload.flow.limits import QueueConfig, WhenFull, admit
 from offload.handles import JobHandle
 from offload.message.codecs import Codec, get_codec
 from offload.message.envelope import MAX_NAME_LENGTH, Envelope, encode_envelope
+from offload.message.ids import new_id
 from offload.metrics.estimates import RetryAfter
 from offload.metrics.littles_law import Analytics
 from offload.retry import RetryPolicy
@@ -577,7 +577,7 @@ class App:
             key, key_limit = f"~{spec.name}", defaults["concurrency"]
         max_attempts = 1 + opts["retries"] if "retries" in opts else spec.max_attempts
         env = Envelope(
-            id=opts.get("job_id") or uuid.uuid4().hex,
+            id=opts.get("job_id") or new_id(),
             name=spec.name,
             queue=queue,
             args=args,
@@ -723,7 +723,7 @@ class App:
         now: float,
     ) -> EventRequest:
         env = Envelope(
-            id=uuid.uuid4().hex,
+            id=new_id(),
             kind="event",
             name=topic,
             queue=topic,

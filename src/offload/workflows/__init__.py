@@ -31,7 +31,6 @@ callbacks on any job are enqueued atomically with its outcome, with ids
 
 from __future__ import annotations
 
-import uuid
 import weakref
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -43,6 +42,7 @@ from offload.errors import ConfigurationError, JobNotFound
 from offload.flow.limits import admit
 from offload.message.codecs import codec_for_payload
 from offload.message.envelope import Signature
+from offload.message.ids import new_id
 from offload.specs import Binder, TaskSpec
 from offload.tasks import CallOptions, Task
 from offload.workflows.handles import (
@@ -110,7 +110,7 @@ class Workflow:
             QueueFull: a bounded queue is full (see ``App.queue``).
         """
         app = app or _app_of(self.stages)
-        wf_id = uuid.uuid4().hex
+        wf_id = new_id()
         stages = _compile(self.stages, wf_id)
         _check_tasks(app, stages)
         plan = WorkflowPlan(id=wf_id, created_at=app.clock.now(), stages=_plan(stages))
