@@ -12,8 +12,8 @@ requests are in flight.
 It drives ``POST /orders`` (202 or 429) first, waits for the orders queue to drain, then
 ``POST /orders/sync``, each at ``rate`` for ``duration_s``, while sampling ``GET /queue``
 to see the orders queue's depth against its bound. Run it as a separate process (the
-demo does: ``python -m offload.demo.load URL RATE DURATION``) so it does not take the CPU
-of the server it measures; it prints progress ticks and then the report as JSON lines.
+demo does, with :func:`drive_apart`) so it does not take the CPU of the server it
+measures; it prints progress ticks and then the report as JSON lines.
 """
 
 from __future__ import annotations
@@ -35,7 +35,16 @@ from offload.demo.orders import random_request
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["LoadPlan", "LoadReport", "PathReport", "Tick", "drive", "parse_duration", "parse_rate"]
+__all__ = [
+    "LoadPlan",
+    "LoadReport",
+    "PathReport",
+    "Tick",
+    "drive",
+    "drive_apart",
+    "parse_duration",
+    "parse_rate",
+]
 
 ASYNC_PATH = "/orders"
 SYNC_PATH = "/orders/sync"
@@ -316,7 +325,10 @@ def parse_rate(text: str) -> float:
     """
     number, _, unit = text.strip().partition("/")
     per = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0}.get(unit.strip())
-    rate = float(number) / per if per else -1.0
+    try:
+        rate = float(number) / per if per else -1.0
+    except ValueError:
+        rate = -1.0
     if not rate > 0 or not math.isfinite(rate):
         raise ValueError(f"cannot read the rate {text!r}: give requests per second, e.g. 200/s")
     return rate
@@ -330,27 +342,68 @@ def parse_duration(text: str) -> float:
     """
     text = text.strip()
     scale = {"s": 1.0, "m": 60.0}.get(text[-1:], 1.0)
-    seconds = float(text[:-1] if text[-1:] in ("s", "m") else text) * scale
+    try:
+        seconds = float(text[:-1] if text[-1:] in ("s", "m") else text) * scale
+    except ValueError:
+        seconds = -1.0
     if not seconds > 0 or not math.isfinite(seconds):
         raise ValueError(f"cannot read the duration {text!r}: e.g. 30s or 2m")
     return seconds
 
 
+class _Line(msgspec.Struct, omit_defaults=True):
+    """One line the generator's process prints."""
+
+    tick: Tick | None = None
+    report: LoadReport | None = None
+
+
 _lines = msgspec.json.Encoder()
 
 
-def _emit(kind: str, value: msgspec.Struct) -> None:
-    sys.stdout.buffer.write(_lines.encode({kind: value}) + b"\n")
+async def drive_apart(
+    base_url: str, plan: LoadPlan, on_tick: Callable[[Tick], None] = lambda tick: None
+) -> LoadReport | None:
+    """:func:`drive` in a child process (``python -m offload.demo.load``), so that the
+    generator does not take the CPU of a server in this process. ``None``: the child
+    stopped without a report (its error is on stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "offload.demo.load",
+        base_url,
+        _lines.encode(plan).decode(),
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    decoder = msgspec.json.Decoder(_Line)
+    try:
+        async for raw in proc.stdout:
+            line = decoder.decode(raw)
+            if line.tick is not None:
+                on_tick(line.tick)
+            if line.report is not None:
+                return line.report
+        return None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def _emit(line: _Line) -> None:
+    sys.stdout.buffer.write(_lines.encode(line) + b"\n")
     sys.stdout.flush()
 
 
 def main(argv: list[str]) -> None:
-    """``python -m offload.demo.load URL RATE DURATION``: JSON lines on stdout, one
+    """``python -m offload.demo.load URL PLAN_JSON``: JSON lines on stdout, one
     ``{"tick": ...}`` about every second, then ``{"report": ...}``."""
-    url, rate, duration = argv
-    plan = LoadPlan(rate=parse_rate(rate), duration_s=parse_duration(duration))
-    report = asyncio.run(drive(url, plan, lambda tick: _emit("tick", tick)))
-    _emit("report", report)
+    url, plan_json = argv
+    plan = msgspec.json.decode(plan_json, type=LoadPlan)
+    report = asyncio.run(drive(url, plan, lambda tick: _emit(_Line(tick=tick))))
+    _emit(_Line(report=report))
 
 
 if __name__ == "__main__":

@@ -176,9 +176,15 @@ async def running(options: DemoOptions) -> AsyncIterator[Demo]:
                 await stack.enter_async_context(app.background_worker(**options))
                 for options in WORKERS
             ]
+            stack.callback(_stop_all, workers)  # runs first: the workers stop side by side
             site = _site(settings, store, inbox, options.dashboard)
             server = await stack.enter_async_context(_serving(site, web_sock))
             yield Demo(settings, url, inbox, store, workers, options.dashboard is not None, server)
+
+
+def _stop_all(workers: list[Worker]) -> None:
+    for worker in workers:
+        worker.stop()
 
 
 def _close_store(store: Store) -> None:

@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from offload.demo.load import LoadPlan, LoadReport, Tick  # noqa: TC001  (msgspec decodes them)
+from offload.demo.load import LoadPlan, drive_apart
 from offload.demo.runner import DemoOptions, quiet_logs, running
 from offload.demo.tour import tour
 from offload.demo.views import banner, load_report, summary, tick_line
@@ -128,22 +125,7 @@ async def measure(url: str, plan: LoadPlan, console: Console) -> int:
         f"Driving POST /orders, then POST /orders/sync, at {plan.rate:,.0f} requests/s for "
         f"{plan.duration_s:g} s each (open loop: each request leaves on schedule).\n"
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "offload.demo.load",
-        url,
-        str(plan.rate),
-        str(plan.duration_s),
-        stdout=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        report = await _relay(proc, console)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+    report = await drive_apart(url, plan, lambda tick: console.print(tick_line(tick)))
     if report is None:
         console.print("[red]The load generator stopped without a report (see above).[/]")
         return 1
@@ -151,20 +133,3 @@ async def measure(url: str, plan: LoadPlan, console: Console) -> int:
     console.print(load_report(report, plan.timeout_s))
     console.print(summary(report))
     return 0
-
-
-class _Line(msgspec.Struct, omit_defaults=True):
-    tick: Tick | None = None
-    report: LoadReport | None = None
-
-
-async def _relay(proc: asyncio.subprocess.Process, console: Console) -> LoadReport | None:
-    assert proc.stdout is not None
-    decoder = msgspec.json.Decoder(_Line)
-    async for raw in proc.stdout:
-        line = decoder.decode(raw)
-        if line.tick is not None:
-            console.print(tick_line(line.tick))
-        if line.report is not None:
-            return line.report
-    return None
