@@ -223,7 +223,7 @@ class ErrorRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     ``reason`` is a short code: ``exception``, ``timeout``, ``unknown_task``,
     ``decode_error``, ``bad_arguments``, ``lease_expired``, ``lease_lost``,
-    ``shutdown``, ``cancelled``, ``result_not_serializable``.
+    ``shutdown``, ``cancelled``, ``result_not_serializable``, ``bad_follow_up``.
     """
 
     reason: str

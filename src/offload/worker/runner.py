@@ -289,7 +289,10 @@ class Runner:
             result = None if value is None else codec_for_payload(d.payload).encode(value)
         except (TypeError, ValueError, OverflowError) as exc:
             return self._bury(d, "result_not_serializable", exc, env)
-        follow = self._follow_ups(env, value, "success") if self._follow_ups else []
+        try:
+            follow = self._follow_ups(env, value, "success") if self._follow_ups else []
+        except Exception as exc:  # a next step that cannot be built (unknown task, too large)
+            return self._bury(d, "bad_follow_up", exc, env)
         return Ack(d, result, follow)
 
     def _failed(self, d: Delivery, env: Envelope, target: _Target, exc: Exception) -> Settlement:
@@ -360,8 +363,22 @@ class Runner:
                 exc,
                 extra={**_delivery_extra("job_dead", d), "reason": reason},
             )
-        follow = self._follow_ups(env, d.job_id, "failure") if env and self._follow_ups else []
-        return Bury(d, self._error(d, reason, exc), follow)
+        return Bury(d, self._error(d, reason, exc), self._on_failure(d, env))
+
+    def _on_failure(self, d: Delivery, env: Envelope | None) -> list[EnqueueRequest]:
+        """The on-failure follow-ups of a dead job; none if they cannot be built (the job
+        is dead either way, and the log says why its callbacks did not run)."""
+        if env is None or self._follow_ups is None:
+            return []
+        try:
+            return self._follow_ups(env, d.job_id, "failure")
+        except Exception:
+            log.exception(
+                "job %s: its on-failure callbacks cannot be enqueued",
+                d.job_id,
+                extra=_delivery_extra("bad_follow_up", d),
+            )
+            return []
 
     def _error(self, d: Delivery, reason: str, exc: BaseException) -> ErrorRecord:
         if isinstance(exc, RemoteError):
