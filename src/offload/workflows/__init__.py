@@ -244,7 +244,12 @@ def _call_request(app: App, sig: Signature, prefix: list[Any], **fields: Any) ->
 
 
 def call_options(options: dict[str, Any]) -> CallOptions:
-    """A signature's options as enqueue options (after a trip through JSON)."""
+    """A signature's options as enqueue options (after a trip through JSON).
+
+    Raises:
+        msgspec.ValidationError: an option has the wrong type (they come from a message,
+            so they are checked like arguments before anything is enqueued).
+    """
     opts = dict(options)
     opts.pop("connection", None)
     for name in ("on_success", "on_failure"):
@@ -254,7 +259,7 @@ def call_options(options: dict[str, Any]) -> CallOptions:
         opts["delay"] = msgspec.convert(opts["delay"], timedelta)
     if isinstance(opts.get("eta"), str):
         opts["eta"] = datetime.fromisoformat(opts["eta"])
-    return cast("CallOptions", opts)
+    return msgspec.convert(opts, CallOptions, strict=False)
 
 
 def follow_ups(
