@@ -115,7 +115,7 @@ def settle_params(settlements: Sequence[Settlement], now: float) -> list[Any]:
             kind, result, error, delay = _settlement_fields(s)
             kinds.append(kind)
             results.append(result)
-            errors.append(None if error is None else _encode_error(error).decode())
+            errors.append(None if error is None else _error_json(error))
             delays.append(delay)
         if isinstance(s, Ack | Bury) and s.follow_ups:
             parents.extend([n] * len(s.follow_ups))
@@ -126,6 +126,13 @@ def settle_params(settlements: Sequence[Settlement], now: float) -> list[Any]:
     arrays = request_arrays(follow_ups)
     del arrays[13]  # max_depth: follow-ups are never bounded
     return [*params, parents, *arrays]
+
+
+def _error_json(error: ErrorRecord) -> str:
+    """An error record as jsonb text. jsonb cannot hold NUL (``\\u0000``), and a message
+    may quote hostile input (a task name, an argument), so NUL becomes U+FFFD."""
+    text = _encode_error(error).decode()
+    return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
 
 
 def _settlement_fields(s: Settlement) -> tuple[str, bytes | None, ErrorRecord | None, float]:
