@@ -122,16 +122,18 @@ async def one_run(url: str, jobs: int, concurrency: int) -> Run:
 
 
 async def latency(url: str, rate: float, seconds: float) -> tuple[float, float]:
+    """Open-loop arrivals: each enqueue is sent at its scheduled time, as concurrent web
+    requests would be, so a slow enqueue cannot hide latency by delaying the next one."""
     bench = await fresh_app(url)
     n = int(rate * seconds)
     loop = asyncio.get_running_loop()
-    start = loop.time()
-    ids = []
-    for i in range(n):
-        delay = start + i / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        ids.append((await bench.noop.enqueue(i)).id)
+    start = loop.time() + 0.1
+
+    async def arrive(i: int) -> str:
+        await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        return (await bench.noop.enqueue(i)).id
+
+    ids = await asyncio.gather(*(arrive(i) for i in range(n)))
     broker = await bench.app.broker()
     deadline = loop.time() + 30
     while loop.time() < deadline:

@@ -37,6 +37,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from offload.brokers._coalesce import Coalescer
 from offload.brokers._sqlite_admin import AdminStore
 from offload.brokers._sqlite_db import Database, Queries, SqliteSettings
 from offload.brokers._sqlite_store import JobStore
@@ -112,6 +113,7 @@ class SqliteBroker(BrokerBase):
         self._rr = 0
         self._busy = False
         self._handoff_until = 0.0
+        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(self._enqueue_batch)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -268,8 +270,14 @@ class SqliteBroker(BrokerBase):
     # ------------------------------------------------------------------ queue ops
 
     async def enqueue(self, requests: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
-        """Store jobs in one transaction; each outcome is queued, duplicate or full."""
-        reqs = list(requests)
+        """Store jobs; each outcome is queued, duplicate or full.
+
+        Concurrent calls share transactions (group commit): every call that arrives while
+        one is being written joins the next, so many one-job enqueues share one fsync.
+        """
+        return await self._enqueues.submit(requests)
+
+    async def _enqueue_batch(self, reqs: list[EnqueueRequest]) -> list[EnqueueOutcome]:
         jobs = self._parts()[0]
         return await self._tx(lambda t, now: jobs.enqueue(t, now, reqs, bounded=True), wake=True)
 
