@@ -177,6 +177,7 @@ class Outcome:
     attempts: int
     recoveries: int
     recovered_at: tuple[float, ...] = ()  # broker-clock times of lease_expired recoveries
+    worker_id: str | None = None  # the last claimer (``host:pid:random``)
 
 
 async def fetch_outcomes(url: str, ids: list[str]) -> dict[str, Outcome | None]:
@@ -209,7 +210,9 @@ def _outcome(rec: Any) -> Outcome:
         run = value if isinstance(value, str) else None
     reason = rec.errors[-1].reason if rec.errors else None
     recovered = tuple(e.at for e in rec.errors if e.reason == "lease_expired")
-    return Outcome(str(rec.state), reason, run, rec.attempts, rec.recoveries, recovered)
+    return Outcome(
+        str(rec.state), reason, run, rec.attempts, rec.recoveries, recovered, rec.worker_id
+    )
 
 
 # --------------------------------------------------------------------------- report

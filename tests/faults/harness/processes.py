@@ -51,6 +51,7 @@ class WorkerProc:
     proc: subprocess.Popen[bytes]
     log: Path
     number: int
+    spawned: float | None = None  # time.monotonic() at the spawn
 
     @property
     def pid(self) -> int:
@@ -131,10 +132,19 @@ class FaultRun:
                 stderr=subprocess.STDOUT,
                 preexec_fn=limit,
             )
-        worker = WorkerProc(proc, log_path, number)
+        worker = WorkerProc(proc, log_path, number, time.monotonic())
         self.workers.append(worker)
         self.history.nemesis("spawn", proc.pid, worker=number)
         return worker
+
+    def wait_ready(self, worker: WorkerProc, timeout: float = 30) -> float:
+        """Wait until ``worker`` logs that it serves; record ``ready``; return the seconds
+        since it was spawned (its boot time)."""
+        spawned = time.monotonic() if worker.spawned is None else worker.spawned
+        if not wait_until(lambda: "action=worker_started" in worker.output(), timeout, 0.02):
+            raise AssertionError(f"worker {worker.number} did not start: {worker.output()}")
+        self.history.nemesis("ready", worker.pid, worker=worker.number)
+        return time.monotonic() - spawned
 
     def send(self, worker: WorkerProc, sig: signal.Signals) -> None:
         """Send a signal, recorded in the history (``kill``/``stop``/``cont``/``term``)."""
@@ -221,6 +231,16 @@ class FaultRun:
             return all(o is not None and o.state in final for o in outcomes.values())
 
         return wait_until(done, timeout, interval)
+
+    def running_on(self, worker: WorkerProc) -> list[str]:
+        """Jobs the broker still has ``running`` under a lease of ``worker``'s process."""
+        outcomes = fetch_outcomes_sync(self.url, self.attempted())
+        mark = f":{worker.pid}:"
+        return [
+            job_id
+            for job_id, o in outcomes.items()
+            if o is not None and o.state == "running" and mark in (o.worker_id or "")
+        ]
 
     def report(self, name: str = "report", **extra: Any) -> Report:
         """Run the checker over this run and write ``<root>/<name>.json``."""
