@@ -402,7 +402,10 @@ def main(argv: list[str]) -> None:
     ``{"tick": ...}`` about every second, then ``{"report": ...}``."""
     url, plan_json = argv
     plan = msgspec.json.decode(plan_json, type=LoadPlan)
-    report = asyncio.run(drive(url, plan, lambda tick: _emit(_Line(tick=tick))))
+    try:
+        report = asyncio.run(drive(url, plan, lambda tick: _emit(_Line(tick=tick))))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: stop quietly
+        sys.exit(130)
     _emit(_Line(report=report))
 
 

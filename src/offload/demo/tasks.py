@@ -60,7 +60,9 @@ def _store() -> Store:
 @app.task(
     name="shop.charge_order",
     queue=ORDERS,
-    concurrency=provider.max_concurrent,  # the processor's limit: no slot waits on it
+    # Twice the processor's limit: two charges at the processor and two waiting their turn
+    # in this process, so it never idles while the next job is claimed.
+    concurrency=2 * provider.max_concurrent,
     retries=5,
 )
 async def charge_order(order: Order) -> str:

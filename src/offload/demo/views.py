@@ -91,11 +91,11 @@ def summary(report: LoadReport) -> str:
     """What the table means, in words."""
     a, s = report.async_path, report.sync_path
     lines = [
-        f"The background path answered in {duration(a.p50_s)} (p50): it took {a.ok:,} orders, "
-        f"as many as the card processor could charge, and turned {a.rejected:,} away at once "
-        f"with 429 and a Retry-After; its queue never held more than {report.depth_max:,}.",
-        f"The in-request path made every client wait for the work: p50 {duration(s.p50_s)}, "
-        f"{s.timed_out:,} gave up waiting, and the server kept working for them after they left.",
+        f"The background path answered in {duration(a.p50_s)} (p50): it took {a.ok:,} orders "
+        f"and turned {a.rejected:,} away at once with 429 and a Retry-After, so its queue "
+        f"never held more than {report.depth_max:,} (the bound: {report.max_depth or '?'}).",
+        f"The in-request path made every client wait for the work: p50 {duration(s.p50_s)}; "
+        f"{s.timed_out:,} got no answer in time, and the server went on working for them.",
     ]
     if report.drained_s is not None:
         lines.append(
