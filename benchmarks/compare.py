@@ -95,18 +95,25 @@ def run_one(system: catalog.System, cfg: dict[str, object], timeout: float) -> d
         lines = out.strip().splitlines()
         if proc.returncode == 0 and lines:
             return dict(json.loads(lines[-1]))
-        log = (
-            (work / "worker.log").read_text(errors="replace")[-800:]
-            if (work / "worker.log").exists()
-            else ""
-        )
-        return {"error": f"exit {proc.returncode}: {err.strip()[-800:]}\nworker log: {log}"}
+        return {"error": _failure(proc.returncode, err, work / "worker.log")}
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
+        procs.kill_session(proc.pid)
+        _, err = proc.communicate()
+        failure = _failure(proc.returncode, err, work / "worker.log")
+        return {"error": f"timed out after {timeout:.0f} s\n{failure}"}
     finally:
         procs.kill_session(proc.pid)
         proc.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _failure(code: int, stderr: str, log: Path) -> str:
+    """The driver's last word first (the table shows that line), then the tails."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    worker = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+    tail = "\n".join(lines[-25:])
+    last = lines[-1] if lines else f"exit {code}"
+    return f"{last}\n--- driver (exit {code}) ---\n{tail}\n--- worker log ---\n{worker}"
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -124,7 +124,8 @@ def drain(cfg: Config, worker: Any, path: str) -> dict[str, float]:
     missing = cfg.jobs
     while missing:
         if not procs.wait_until(lambda n=need: size() >= n, deadline - time.monotonic()):
-            raise RuntimeError(f"drain timed out: {size() // record.RECORD.size} of {cfg.jobs}")
+            ran = sum(1 for i in record.read(path) if i < cfg.jobs)
+            raise RuntimeError(f"drain timed out: {ran} of {cfg.jobs} jobs ran")
         cpu1 = procs.tree_cpu(worker.pid)
         done = [t for i, t in record.read(path).items() if i < cfg.jobs]
         missing = cfg.jobs - len(done)

@@ -77,7 +77,7 @@ def _line(name: str, r: dict[str, Any], table: dict[str, dict[str, Any]]) -> str
 
 
 def error_summary(errors: list[str]) -> str:
-    return errors[0].strip().splitlines()[-1][:120] if errors else "?"
+    return errors[0].strip().splitlines()[0][:120] if errors else "?"
 
 
 def targets(table: dict[str, dict[str, Any]]) -> list[str]:
