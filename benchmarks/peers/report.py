@@ -113,6 +113,23 @@ def targets(table: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+def per_peer(table: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for mine in (r for r in table.values() if r["kind"] == "offload" and r["runs"]):
+        peers = [
+            r for r in table.values()
+            if r["kind"] == "peer" and r["backend"] == mine["backend"] and r["runs"]
+        ]  # fmt: skip
+        cells = [
+            f"{p['label']} {_ratio(mine['drain'], p['drain'])}"
+            f" / {_ratio(mine['p99_ms'], p['p99_ms'])}"
+            for p in peers
+        ]
+        if cells:
+            out.append(f"  {mine['label']}: " + ", ".join(cells))
+    return out
+
+
 def _during(loads: list[float] | None) -> str:
     if not loads:
         return ""
@@ -144,6 +161,8 @@ def render(table: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             lines.append("")
         backend = r["backend"]
         lines.append(_line(name, r, table))
+    lines += ["", "offload ÷ each peer on the same server (drain rate x, p99 latency x):"]
+    lines += per_peer(table)
     lines += ["", "settings (one worker process each):"]
     lines += [f"  {r['label']}: {r['settings']}" for r in table.values() if r["settings"]]
     lines += ["", "offload targets:", *targets(table)]
