@@ -42,9 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "benchmarks" / "peers"
 sys.path.insert(0, str(PEERS))
 
-import venv  # noqa: E402
-
 import catalog  # noqa: E402
+import peersenv  # noqa: E402
 import procs  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
@@ -78,7 +77,7 @@ def chosen(spec: str | None) -> list[catalog.System]:
 
 def run_one(system: catalog.System, cfg: dict[str, object], timeout: float) -> dict[str, object]:
     """One driver subprocess (a session of its own); its result or {"error": reason}."""
-    python = venv.PEERS_VENV / "bin" / "python" if system.in_peers_venv else PROJECT_PYTHON
+    python = peersenv.PEERS_VENV / "bin" / "python" if system.in_peers_venv else PROJECT_PYTHON
     work = Path(tempfile.mkdtemp(prefix=f"peers-{system.name}-"))
     cfg = {**cfg, "system": system.name, "work": str(work)}
     if system.backend != "redis":
@@ -196,9 +195,9 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             failures = {}
             if not args.no_install:
-                failures = venv.ensure(systems, log=lambda m: print(m, file=sys.stderr))
+                failures = peersenv.ensure(systems, log=lambda m: print(m, file=sys.stderr))
             base, results.meta["servers"] = start_servers(systems, args, stack)
-            results.meta["peer_versions"] = venv.versions()
+            results.meta["peer_versions"] = peersenv.versions()
             run_all(systems, base, args, failures, results)
     except KeyboardInterrupt:
         print("interrupted: servers stopped, temp dirs removed", file=sys.stderr)
