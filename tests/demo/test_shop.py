@@ -195,3 +195,51 @@ async def test_a_port_in_use_is_refused_with_what_to_do(tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match=rf"127.0.0.1:{port}.*0 picks a free one"):
             async with running(options(tmp_path).__class__(dir=tmp_path, port=port)):
                 pass
+
+
+async def test_the_dashboard_is_served_beside_the_shop_and_linked_from_each_job(
+    tmp_path: Path,
+) -> None:
+    from offload.dashboard import create_dashboard
+
+    async with (
+        running(options(tmp_path, dashboard=create_dashboard(app))) as demo,
+        httpx.AsyncClient(base_url=demo.shop_url, timeout=30) as client,
+    ):
+        assert demo.dashboard_url == f"{demo.shop_url}/dashboard/"
+        assert (await client.get("/dashboard/")).status_code == 200
+        answer = await client.post("/orders/sync", json={"customer": "ada", "items": {"tea": 1}})
+        placed = await client.post("/orders", json={"customer": "ada", "items": {"tea": 1}})
+        url = placed.json()["status_url"]
+
+        async def charged() -> dict[str, object] | None:
+            jobs: dict[str, object] = (await client.get(url)).json()["jobs"]
+            return jobs.get("charge")  # type: ignore[return-value]
+
+        charge = await wait_for(charged, what="the charge job")
+        page = await client.get(charge["dashboard_url"])
+        assert page.status_code == 200
+        assert "shop.charge_order" in page.text
+
+        async def listed() -> bool:  # the dashboard reads queue stats at most once a second
+            queues = (await client.get("/dashboard/api/overview")).json()["queues"]
+            return "orders" in {q["queue"] for q in queues}
+
+        await wait_for(listed, what="the orders queue on the dashboard")
+        assert answer.status_code == 200
+
+
+async def test_curl_style_bodies_are_understood(shop: httpx.AsyncClient) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    # curl -d '{...}' labels JSON as a form; the index page's form sends real form fields.
+    as_curl = await shop.post(
+        "/orders", content=b'{"customer":"ada","items":{"tea":1}}', headers=form
+    )
+    assert as_curl.status_code == 202, as_curl.text
+    as_form = await shop.post("/orders", content=b"customer=ada&sku=mug&qty=2", headers=form)
+    assert as_form.status_code == 202, as_form.text
+    assert as_form.json()["total_cents"] == 2400
+    bad = await shop.post("/orders", content=b"customer=ada&sku=mug&qty=two", headers=form)
+    assert bad.status_code == 400
+    assert "whole-number qty" in bad.json()["error"]
+    assert (await shop.get("/")).status_code == 200

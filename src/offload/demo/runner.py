@@ -196,7 +196,7 @@ def _site(settings: Settings, store: Store, inbox: Inbox, dashboard: ASGIApp | N
     routes = [Mount("/inbox", inbox_app(inbox))]
     if dashboard is not None:
         routes.append(Mount("/dashboard", dashboard))
-    routes.append(Mount("/", create_shop(settings, store)))
+    routes.append(Mount("/", create_shop(settings, store, "/dashboard" if dashboard else None)))
     return Starlette(routes=routes)
 
 

@@ -16,6 +16,7 @@ import asyncio
 import html
 import math
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import msgspec
 from starlette.applications import Starlette
@@ -76,9 +77,10 @@ class Door:
 class Shop:
     """The request handlers, over the shop's settings and database."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, dashboard: str | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.dashboard = dashboard
         self.door = Door()
 
     async def _order(self, request: Request) -> Order | Response:
@@ -135,6 +137,10 @@ class Shop:
         order_id = request.path_params["order_id"]
         row = await asyncio.to_thread(self.store.order, order_id)
         jobs = await _jobs(order_id, row)
+        if self.dashboard is not None:
+            for job in jobs.values():
+                if job is not None:
+                    job["dashboard_url"] = f"{self.dashboard}/jobs/{job['id']}"
         if row is None and not jobs:
             return _reply({"error": f"no order {order_id}"}, 404)
         body: dict[str, Any] = {"order_id": order_id, "status": _status(row, jobs)}
@@ -195,9 +201,12 @@ async def queue_state() -> dict[str, Any]:
     }
 
 
-def create_shop(settings: Settings, store: Store) -> Starlette:
-    """The shop as an ASGI app (its worker and mail server are started by the runner)."""
-    shop = Shop(settings, store)
+def create_shop(settings: Settings, store: Store, dashboard: str | None = None) -> Starlette:
+    """The shop as an ASGI app (its workers and mail server are started by the runner).
+
+    ``dashboard``: the path the dashboard is mounted at, to link each job to its page.
+    """
+    shop = Shop(settings, store, dashboard)
     return Starlette(
         routes=[
             Route("/", shop.index),
@@ -212,21 +221,23 @@ def create_shop(settings: Settings, store: Store) -> Starlette:
 
 
 async def _body(request: Request) -> Any:
-    """The request's order: JSON, a form (``customer``, ``sku``, ``qty``), or nothing."""
-    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
-        try:
-            qty = int(str(form.get("qty", "1")))
-        except ValueError:
-            raise BadOrder("qty must be a whole number") from None
-        return {"customer": form.get("customer"), "items": {str(form.get("sku")): qty}}
-    raw = await request.body()
-    if not raw.strip():
+    """The request's order: JSON (whatever the content type says: ``curl -d`` sends JSON
+    labelled as a form), a form (``customer``, ``sku``, ``qty``), or nothing."""
+    raw = (await request.body()).strip()
+    if not raw:
         return None
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise BadOrder('send JSON: {"customer": "ada", "items": {"tea": 2}}') from None
+    if raw[:1] in (b"{", b"["):
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise BadOrder('send JSON: {"customer": "ada", "items": {"tea": 2}}') from None
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+        try:
+            return {"customer": form.get("customer"), "items": {form["sku"]: int(form["qty"])}}
+        except (KeyError, ValueError):
+            raise BadOrder("a form needs customer, sku and a whole-number qty") from None
+    raise BadOrder('send JSON: {"customer": "ada", "items": {"tea": 2}}')
 
 
 def _busy(full: QueueFull) -> Response:
