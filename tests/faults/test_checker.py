@@ -83,6 +83,8 @@ def test_duplicates_and_recovery_after_a_kill(tmp_path: Path) -> None:
     assert report.valid
     assert (report.duplicate_starts, report.duplicate_ends, report.jobs_rerun) == (2, 1, 2)
     assert report.kills == 1 and report.orphaned == 2
+    assert (report.reruns_running, report.reruns_unsettled) == (1, 1)
+    assert report.unexplained_duplicates == 0
     assert (report.recovery_p50_s, report.recovery_max_s) == (2.25, 2.5)
     assert (report.restart_p50_s, report.restart_max_s) == (3.25, 3.5)
 

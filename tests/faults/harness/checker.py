@@ -27,9 +27,15 @@ records of one run:
 ``stale_commits`` results accepted from a run whose lease was gone: a later run of the
                   job had started, or the run's process was paused (SIGSTOP) longer
                   than the lease while it ran. Fencing makes this 0.
-``recovery``      per job orphaned by a ``kill``/``stop`` (it had started on that pid and
-                  the same attempt ran again elsewhere): the time from the fault to the
-                  next start; ``p50``/``max`` in seconds
+``recovery``      per job orphaned by a ``kill``/``stop`` (its latest run was on that pid,
+                  and the broker recovered its lease or the same attempt ran again): the
+                  seconds from the fault to the broker's ``lease_expired`` recovery
+                  (``recovery_*``: runnable again) and to the next start (``restart_*``:
+                  that adds the wait behind the backlog), ``p50`` and ``max``
+``reruns_running`` / ``reruns_unsettled``: duplicates a fault explains, of jobs that were
+                  running at the fault (at most ``concurrency`` per fault) or had ended
+                  with their outcome not yet committed; ``unexplained_duplicates`` are
+                  the rest (0 when only the injected faults re-ran jobs)
 
 A run is ``valid`` when ``lost``, ``unexpected`` and ``stale_commits`` are all 0;
 duplicates are reported, not invalid (at-least-once), and tests bound them.
@@ -244,6 +250,9 @@ class Report:
     kills: int = 0
     pauses: int = 0
     orphaned: int = 0
+    reruns_running: int = 0
+    reruns_unsettled: int = 0
+    unexplained_duplicates: int = 0
     recovery_p50_s: float | None = None
     recovery_max_s: float | None = None
     restart_p50_s: float | None = None
@@ -273,6 +282,8 @@ class Report:
             f"{self.dead_reasons or ''}, lost {self.lost}, unexpected {self.unexpected}, "
             f"duplicate starts {self.duplicate_starts} ends {self.duplicate_ends}, "
             f"stale commits {self.stale_commits}, kills {self.kills}, pauses {self.pauses}, "
+            f"re-runs of running jobs {self.reruns_running}, of unsettled {self.reruns_unsettled}, "
+            f"unexplained {self.unexplained_duplicates}, "
             f"{rec}"
         )
 
@@ -394,10 +405,12 @@ def _recovery(
     outcomes: dict[str, Outcome | None],
     report: Report,
 ) -> None:
-    """Per job a fault orphaned: fault -> recovered by the broker, and -> started again.
+    """Jobs each fault orphaned, how soon they came back, and the re-runs it caused.
 
-    A job is orphaned by a ``kill``/``stop`` of pid P if P had started it before the fault
-    and, after it, the broker recovered its lease or the same attempt started elsewhere.
+    A ``kill``/``stop`` of pid P at time t orphans the jobs whose latest run before t was
+    on P, if afterwards the broker recovered the lease or the same attempt started again.
+    The re-run is of a *running* job if P's run had not ended by t, else of an
+    *unsettled* one (it ended, its outcome was not committed yet).
     """
     faults = [e for e in events if e["f"] == "nemesis" and e["type"] in FAULTS]
     report.kills = sum(e["type"] == "kill" for e in faults)
@@ -405,25 +418,39 @@ def _recovery(
     recovered: list[float] = []
     restarted: list[float] = []
     for e in faults:
-        at, pid = e["at"], e["pid"]
-        held = {r.job_id: r for r in ledger.runs.values() if r.pid == pid and r.started < at}
-        for job_id, run in held.items():
-            outcome = outcomes.get(job_id)
-            back = [
-                t - e["wall"] for t in (outcome.recovered_at if outcome else ()) if t >= e["wall"]
-            ]
+        for run in _held_at(ledger, e["pid"], e["at"]):
+            outcome = outcomes.get(run.job_id)
+            times = outcome.recovered_at if outcome else ()
+            back = [t - e["wall"] for t in times if t >= e["wall"]]
             nxt = [
-                r.started - at
-                for r in ledger.by_job.get(job_id, [])
-                if r.attempt == run.attempt and r.pid != pid and r.started > at
+                r.started - e["at"]
+                for r in ledger.by_job.get(run.job_id, [])
+                if r.attempt == run.attempt and r.started > e["at"]
             ]
             if back:
                 recovered.append(min(back))
             if nxt:
                 restarted.append(min(nxt))
+                if run.ended is None or run.ended > e["at"]:
+                    report.reruns_running += 1
+                else:
+                    report.reruns_unsettled += 1
             report.orphaned += bool(back or nxt)
+    report.unexplained_duplicates = max(
+        0, report.duplicate_starts - report.reruns_running - report.reruns_unsettled
+    )
     report.recovery_p50_s, report.recovery_max_s = _p50_max(recovered)
     report.restart_p50_s, report.restart_max_s = _p50_max(restarted)
+
+
+def _held_at(ledger: Ledger, pid: int, at: float) -> list[Run]:
+    """Runs on ``pid`` that were their job's latest run started before ``at``."""
+    out = []
+    for runs in ledger.by_job.values():
+        before = [r for r in runs if r.started < at]
+        if before and before[-1].pid == pid and not before[-1].failed:
+            out.append(before[-1])
+    return out
 
 
 def _p50_max(values: list[float]) -> tuple[float | None, float | None]:
