@@ -3,7 +3,9 @@
 General clients (httpx) spend a millisecond or more of CPU per request once hundreds are
 in flight, so a generator built on one measures itself. This one writes a request and
 reads ``status``, headers and a ``Content-Length`` body over pooled asyncio streams.
-A request that is cancelled (its deadline passed) closes its connection.
+A request that is cancelled (its deadline passed) closes its connection. A connection
+idle longer than the server keeps one open (uvicorn: 5 s) is not reused, since the server
+may be closing it just as the request goes out.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class Response(msgspec.Struct, frozen=True):
 
 _Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
+#: Idle connections older than this are closed rather than reused.
+MAX_IDLE_S = 4.0
+
 
 class Client:
     """Requests to one ``http://host:port`` over at most ``max_connections`` connections
@@ -47,7 +52,7 @@ class Client:
         self.port = parts.port or 80
         self._authority = parts.netloc.encode()
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: list[_Stream] = []
+        self._idle: list[tuple[float, _Stream]] = []
 
     async def get(self, path: str) -> Response:
         """``GET path``."""
@@ -68,7 +73,7 @@ class Client:
             b"Content-Length: %d\r\n\r\n" % (method, path.encode(), self._authority, len(body))
         )
         async with self._slots:
-            stream = self._idle.pop() if self._idle else await self._connect()
+            stream = self._reusable() or await self._connect()
             try:
                 stream[1].write(head + body)
                 response = await _read(stream[0])
@@ -78,8 +83,18 @@ class Client:
             if response.headers.get("connection") == "close":
                 stream[1].close()
             else:
-                self._idle.append(stream)
+                self._idle.append((asyncio.get_running_loop().time(), stream))
             return response
+
+    def _reusable(self) -> _Stream | None:
+        """The most recently used idle connection that is fresh and open, if any."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            since, stream = self._idle.pop()
+            if now - since < MAX_IDLE_S and not stream[0].at_eof():
+                return stream
+            stream[1].close()
+        return None
 
     async def _connect(self) -> _Stream:
         try:
@@ -90,7 +105,7 @@ class Client:
     async def close(self) -> None:
         """Close the idle connections."""
         idle, self._idle = self._idle, []
-        for _, writer in idle:
+        for _, (_, writer) in idle:
             writer.close()
 
 

@@ -83,8 +83,10 @@ class PathReport(msgspec.Struct, kw_only=True):
         rejected: answered 429.
         failed: any other answer, or no connection.
         timed_out: not answered within the plan's ``timeout_s``.
-        p50_s, p99_s, max_s: latency of the answered requests (429s included), from each
-            request's scheduled time; ``None`` when nothing was answered.
+        p50_s, p99_s, max_s: latency from each request's scheduled time, over every
+            request: answered ones (429s included) and timed-out ones, which count as
+            ``timeout_s`` (leaving them out would flatter a server that makes most clients
+            give up); ``None`` when nothing was sent.
         retry_after_s: the ``Retry-After`` values (seconds) the 429s carried, as
             ``{value: count}``.
         estimate_s: median of the exact estimates in the 429 bodies (``retry_after_s``).
@@ -246,6 +248,7 @@ async def _phase(
                 response = await client.post(path, body)
         except TimeoutError:
             tally.timed_out += 1
+            tally.latencies.append(plan.timeout_s)
             return
         except HttpError:
             tally.failed += 1

@@ -229,8 +229,17 @@ async def _serving(site: ASGIApp, sock: socket.socket) -> AsyncIterator[uvicorn.
     try:
         yield server
     finally:
+        # Requests still running when the grace period ends are cancelled: for the demo
+        # that is the sync path's work for clients that left, not an error worth a
+        # traceback each.
+        errors = logging.getLogger("uvicorn.error")
+        level = errors.level
+        errors.setLevel(logging.CRITICAL)
         server.should_exit = True
-        await task
+        try:
+            await task
+        finally:
+            errors.setLevel(level)
 
 
 def _bind(host: str, port: int | None, default: int) -> socket.socket:

@@ -79,14 +79,13 @@ async def _main(options: DemoOptions, plan: Plan, console: Console) -> int:
 
 
 async def _settle(demo: Demo, console: Console) -> None:
-    """Let the server finish the requests whose clients gave up (the sync path's)."""
-    n = demo.requests_in_flight()
-    if n:
-        console.print(
-            f"\nThe server is still working on {n:,} synchronous requests whose clients "
-            "gave up; letting it finish them..."
-        )
-        await demo.wait_idle(timeout_s=60.0)
+    """Say what the server is still doing for clients that gave up (the sync path's)."""
+    if await demo.wait_idle(timeout_s=5.0):
+        return
+    console.print(
+        f"\nThe server is still working on {demo.requests_in_flight():,} synchronous "
+        "requests whose clients gave up long ago: stopping them."
+    )
 
 
 def _stop_on_signals() -> asyncio.Event:

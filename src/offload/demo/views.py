@@ -62,8 +62,8 @@ def _retry_after(p: PathReport) -> str:
 
 def _latency(p: PathReport, q: float | None, timeout_s: float) -> str:
     text = duration(q)
-    if p.timed_out and q is not None and q >= timeout_s * 0.95:
-        text = f">= {text} (timeouts)"
+    if p.timed_out and q is not None and q >= timeout_s:
+        text = f">= {text} (no answer)"
     return text
 
 
