@@ -37,4 +37,4 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache offload-demo.db*
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache offload-demo offload-demo.db*
