@@ -130,5 +130,5 @@ async def measure(url: str, plan: LoadPlan, console: Console) -> int:
         return 1
     console.print()
     console.print(load_report(report, plan.timeout_s))
-    console.print(summary(report))
+    console.print(summary(report, plan.timeout_s))
     return 0

@@ -87,15 +87,22 @@ def load_report(report: LoadReport, timeout_s: float) -> Table:
     return table
 
 
-def summary(report: LoadReport) -> str:
+def summary(report: LoadReport, timeout_s: float) -> str:
     """What the table means, in words."""
     a, s = report.async_path, report.sync_path
+    queue = f"its queue never held more than {report.depth_max:,} (bound {report.max_depth})"
+    if a.rejected:
+        shed = f"took {a.ok:,} orders, turned {a.rejected:,} away at once with 429 and a "
+        shed += f"Retry-After, and so {queue}"
+    else:
+        shed = f"took all {a.ok:,} orders; {queue}"
+    waited = f"made every client wait for the work: p50 {_latency(s, s.p50_s, timeout_s)}"
+    if s.timed_out:
+        waited += f"; {s.timed_out:,} got no answer in time, and the server went on working"
+        waited += " for them"
     lines = [
-        f"The background path answered in {duration(a.p50_s)} (p50): it took {a.ok:,} orders "
-        f"and turned {a.rejected:,} away at once with 429 and a Retry-After, so its queue "
-        f"never held more than {report.depth_max:,} (the bound: {report.max_depth or '?'}).",
-        f"The in-request path made every client wait for the work: p50 {duration(s.p50_s)}; "
-        f"{s.timed_out:,} got no answer in time, and the server went on working for them.",
+        f"The background path answered in {duration(a.p50_s)} (p50): it {shed}.",
+        f"The in-request path {waited}.",
     ]
     if report.drained_s is not None:
         lines.append(
