@@ -214,6 +214,24 @@ class FaultRun:
         self.others.append(proc)
         return proc
 
+    def kill_producer(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a producer process (recorded like a worker kill) and reap it."""
+        self.history.nemesis("kill", proc.pid, role="producer")
+        proc.kill()
+        proc.wait()
+
+    def first_start_after(self, at: float) -> dict[int, float]:
+        """Per pid, the first ledger ``start`` later than ``at`` (monotonic)."""
+        out: dict[int, float] = {}
+        for run in Ledger.read(self.ledger_dir).runs.values():
+            if run.started > at and run.started < out.get(run.pid, float("inf")):
+                out[run.pid] = run.started
+        return out
+
+    def ends(self) -> int:
+        """Runs that ended so far (any process)."""
+        return sum(r.ended is not None for r in Ledger.read(self.ledger_dir).runs.values())
+
     # ------------------------------------------------------------------ checking
 
     def attempted(self) -> list[str]:

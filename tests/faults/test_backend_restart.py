@@ -1,0 +1,116 @@
+"""G1/G6/G9: the backend dies mid-run and comes back; nothing acknowledged is lost.
+
+* Redis ``kill -9`` (``appendonly yes``, ``appendfsync always``) and restart on the same
+  port; PostgreSQL ``pg_ctl stop -m immediate`` and restart (WAL replay). Workers and a
+  producer keep running through the outage: every acknowledged job completes, and each
+  worker starts a job again within max backoff (5 s) + 5 s of the server being back.
+* SQLite has no server to kill: random worker and producer processes are SIGKILLed
+  mid-write instead; afterwards ``PRAGMA integrity_check`` is ``ok`` and nothing
+  acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.acceptance.harness import wait_until
+from tests.faults.harness import LONG, scale
+from tests.faults.harness.checker import History
+from tests.faults.harness.processes import FaultRun
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.faults.harness.fixtures import FaultBackend
+
+pytestmark = pytest.mark.slow
+
+CONCURRENCY = 5
+LEASE_S = 2.0
+MAX_BACKOFF_S = 5.0  # the worker's claim backoff limit
+RESUME_BOUND_S = MAX_BACKOFF_S + 5.0
+
+
+def _acknowledged(run: FaultRun) -> list[str]:
+    events = History.read(run.history_dir)
+    return sorted(
+        {i for e in events if e["f"] == "enqueue" and e["type"] == "ok" for i in e["ids"]}
+    )
+
+
+@pytest.mark.parametrize("fault_backend", ["redis", "postgres"], indirect=True)
+@pytest.mark.timeout(600 if LONG else 120)
+def test_server_killed_and_restarted(fault_backend: FaultBackend, tmp_path: Path) -> None:
+    server = fault_backend.server
+    assert server is not None
+    outages = scale(1, 5)
+    with FaultRun(fault_backend.url, tmp_path, lease_s=LEASE_S, concurrency=CONCURRENCY) as run:
+        run.enqueue(scale(600, 3000), seconds=0.2)
+        workers = [run.start_worker(), run.start_worker()]
+        producer = run.start_producer("--count", "200", "--batch", "10", "--pace", "0.2")
+        resumed: list[float] = []
+        for _ in range(outages):
+            done = run.ends()
+            assert wait_until(lambda d=done: run.ends() >= d + 50, 30), "no progress"
+            run.history.nemesis("backend_kill", None, backend=fault_backend.name)
+            server.crash()
+            time.sleep(2.0)
+            server.start()
+            back = time.monotonic()
+            run.history.nemesis("backend_ready", None, backend=fault_backend.name)
+            assert wait_until(
+                lambda b=back: len(run.first_start_after(b)) == len(workers), RESUME_BOUND_S + 5
+            ), [w.output()[-3000:] for w in workers]
+            firsts = run.first_start_after(back)
+            resumed.append(max(firsts[w.pid] for w in workers) - back)
+        assert producer.wait(120) == 0, "the producer gave up"
+        assert all(w.alive() for w in workers), "a worker died with the backend"
+        assert run.wait_final(_acknowledged(run), timeout=120), "the queue did not drain"
+        run.stop_workers()
+        report = run.report(backend=fault_backend.name, resumed_after_s=resumed)
+    print(f"\n[{fault_backend.name} restart] {report.summary()}; workers resumed after {resumed}")
+    assert report.valid, report.summary()
+    assert report.acknowledged >= 600
+    assert max(resumed) <= RESUME_BOUND_S, resumed
+    # Leases held through an outage may expire: each held job may run once more.
+    assert report.duplicate_starts <= outages * len(workers) * CONCURRENCY, report.summary()
+
+
+@pytest.mark.parametrize("fault_backend", ["sqlite"], indirect=True)
+@pytest.mark.timeout(600 if LONG else 120)
+def test_sqlite_processes_killed_mid_write(fault_backend: FaultBackend, tmp_path: Path) -> None:
+    kills = scale(8, 60)
+    rng = random.Random(1)
+    with FaultRun(fault_backend.url, tmp_path, lease_s=LEASE_S, concurrency=CONCURRENCY) as run:
+        producer_args = ("--count", "3000", "--batch", "5", "--pace", "0.03")
+        workers = [run.start_worker(), run.start_worker()]
+        producers = [run.start_producer(*producer_args), run.start_producer(*producer_args)]
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.3, 1.0))
+            if rng.random() < 0.5:
+                i = rng.randrange(len(workers))
+                run.kill(workers[i])
+                workers[i] = run.start_worker()
+            else:
+                i = rng.randrange(len(producers))
+                run.kill_producer(producers[i])
+                producers[i] = run.start_producer(*producer_args)
+        for proc in producers:
+            run.kill_producer(proc)
+        assert run.wait_final(_acknowledged(run), timeout=120), "the queue did not drain"
+        run.stop_workers()
+        report = run.report(backend="sqlite")
+    path = fault_backend.url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        integrity = db.execute("PRAGMA integrity_check").fetchall()
+    print(f"\n[sqlite kills] {report.summary()}; integrity {integrity}")
+    assert integrity == [("ok",)]
+    assert report.valid, report.summary()
+    assert report.acknowledged > 0
+    assert report.unexplained_duplicates == 0, report.summary()
+    assert report.reruns_running <= report.kills * CONCURRENCY, report.summary()
