@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from offload.demo.runner import running
+from offload.demo.runner import DemoOptions, running
 from offload.demo.tasks import app, nightly_report
 from offload.errors import ConfigurationError
 from tests.demo.conftest import options, wait_for
@@ -193,7 +193,7 @@ async def test_a_port_in_use_is_refused_with_what_to_do(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigurationError, match=rf"127.0.0.1:{port}.*0 picks a free one"):
-            async with running(options(tmp_path).__class__(dir=tmp_path, port=port)):
+            async with running(DemoOptions(dir=tmp_path, port=port)):
                 pass
 
 
