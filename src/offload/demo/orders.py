@@ -94,7 +94,7 @@ def new_order(
     """Price ``items`` (sku -> quantity) for ``customer``.
 
     Raises:
-        BadOrder: an unknown customer name form, product, or quantity.
+        BadOrder: a malformed customer name, an unknown product, or a bad quantity.
     """
     if not _CUSTOMER.match(customer):
         raise BadOrder("customer: 1-40 characters from a-z, 0-9, '.', '_' and '-'")
