@@ -120,27 +120,33 @@ class RedisCore(BrokerBase):
     async def _run_many(
         self, calls: list[Call], extra: Iterable[tuple[Any, ...]] = ()
     ) -> list[Any]:
-        """Script calls plus plain commands in one round trip; results in order."""
+        """Plain commands then script calls, in one round trip; the scripts' results.
+
+        The commands (registry SADDs) go first: if the server refuses them (out of
+        memory) it refuses the scripts' writes too, so an error never hides a stored job.
+        """
         commands = list(extra)
         if len(calls) == 1 and not commands:
             return [await self._run(*calls[0])]
         with self._boundary:
             pipe: Pipeline = self._client.pipeline(transaction=False)
-            for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             for command in commands:
                 pipe.execute_command(*command)
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             try:
-                results = await pipe.execute(raise_on_error=False)
+                replies = await pipe.execute(raise_on_error=False)
             except BaseException:
                 self._registered.clear()  # the registrations may not have been sent
                 raise
+            results = replies[len(commands) :]
             for i, (name, keys, args) in enumerate(calls):
                 if isinstance(results[i], rex.NoScriptError):
                     results[i] = await self._scripts[name](keys=keys, args=args)
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
+            failed = [r for r in (*replies[: len(commands)], *results) if isinstance(r, Exception)]
+            if failed:
+                self._registered.clear()  # a registration may be among the failures
+                raise failed[0]
         return results
 
     def _registrations(self, registry: str, names: Iterable[str]) -> list[tuple[Any, ...]]:

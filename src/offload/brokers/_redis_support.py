@@ -222,6 +222,15 @@ class Boundary:
     def translate(self, exc: BaseException) -> BrokerError:
         """The offload error for a driver error, with a message that says what to do."""
         text = str(exc) or type(exc).__name__
+        if isinstance(exc, rex.OutOfMemoryError):
+            # Transient for the worker (it backs off and resumes once memory frees), and a
+            # typed, loud refusal for a producer: the write was refused whole.
+            return BrokerUnavailable(
+                f"Redis at {self.where} is out of memory (maxmemory reached with "
+                "maxmemory-policy noeviction) and refused the write; nothing was stored. "
+                "Raise maxmemory, bound queues with max_depth, or shorten result TTLs so "
+                "pruning frees space."
+            )
         if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError)):
             return BrokerError(
                 f"Redis at {self.where} refused the credentials ({text}): check the user "

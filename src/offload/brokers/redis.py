@@ -22,7 +22,9 @@ set's score packs priority and due time into one exact double).
 
 Durability: as durable as the server (``appendonly yes`` with ``appendfsync always``
 loses nothing acknowledged on a crash; ``everysec`` up to a second). ``open`` logs a
-warning when the append-only file is off.
+warning when the append-only file is off. A server at ``maxmemory`` with ``noeviction``
+refuses writes whole: enqueue raises ``BrokerUnavailable`` saying so, and nothing stored
+is dropped.
 
 Wake-ups: enqueue and every script that makes a job claimable push a hint to the
 queue's ``wake`` list (at most 32 entries); an idle ``claim`` blocks on those lists with
