@@ -83,20 +83,30 @@ class RedisCore(BrokerBase):
         return {k: v for reply in replies for k, v in reply.items()}
 
     def _warn_if_not_durable(self, info: dict[str, Any]) -> None:
+        """Warn (or, with ``?strict=1``, refuse) when the server may lose acknowledged jobs."""
+        where = self._boundary.where
+        problems = []
+        if not info and self.settings.strict:
+            problems.append("it does not let this user run INFO, so its settings are unknown")
         if not int(info.get("aof_enabled", 1)):
-            log.warning(
-                "Redis at %s runs without the append-only file: acknowledged jobs are lost "
-                "if the server restarts. Set appendonly yes (appendfsync everysec or always).",
-                self._boundary.where,
+            problems.append(
+                "it runs without the append-only file: acknowledged jobs are lost if the "
+                "server restarts. Set appendonly yes (appendfsync everysec or always)."
             )
         policy = str(info.get("maxmemory_policy", "noeviction"))
         if policy != "noeviction":
-            log.warning(
-                "Redis at %s has maxmemory-policy %s: under memory pressure it may evict "
-                "offload's keys and lose jobs. Set maxmemory-policy noeviction.",
-                self._boundary.where,
-                policy,
+            problems.append(
+                f"it has maxmemory-policy {policy}: under memory pressure it may evict "
+                "offload's keys and lose jobs. Set maxmemory-policy noeviction."
             )
+        if problems and self.settings.strict:
+            raise BrokerError(
+                f"Redis at {where} may lose jobs and the URL asks for strict=1: "
+                + " ".join(problems)
+                + " (or drop strict=1 to run with a warning)."
+            )
+        for problem in problems:
+            log.warning("Redis at %s: %s", where, problem)
 
     async def close(self) -> None:
         """Close the connections. Idempotent."""

@@ -6,7 +6,7 @@ Nothing here knows job semantics; those live in ``redis_lua/*.lua``.
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -37,7 +37,7 @@ __all__ = [
 
 DEFAULT_PREFIX = "offload"
 #: offload's own query parameters; everything else is handed to redis-py.
-OWN_PARAMS = frozenset({"prefix"})
+OWN_PARAMS = frozenset({"prefix", "strict"})
 #: Defaults for redis-py unless the URL sets them (``?socket_timeout=...``). Blocking
 #: waits are cut into slices shorter than the socket timeout (see ``RedisSettings``).
 CLIENT_DEFAULTS: dict[str, Any] = {
@@ -85,6 +85,7 @@ class RedisSettings:
     password: str | None = None
     username: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    strict: bool = False
 
     @property
     def block_slice_s(self) -> float:
@@ -96,8 +97,9 @@ class RedisSettings:
 def parse_url(url: str) -> RedisSettings:
     """Read a ``redis://``, ``rediss://`` or ``redis+sentinel://`` URL.
 
-    ``?prefix=`` names the key prefix (default ``offload``); the other query parameters
-    are redis-py's (``socket_timeout``, ``ssl_cert_reqs``, ...). A Sentinel URL is
+    ``?prefix=`` names the key prefix (default ``offload``); ``?strict=1`` makes ``open``
+    refuse a server that may lose acknowledged jobs; the other query parameters are
+    redis-py's (``socket_timeout``, ``ssl_cert_reqs``, ...). A Sentinel URL is
     ``redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]``.
     """
     parts = urlsplit(url)
@@ -110,11 +112,25 @@ def parse_url(url: str) -> RedisSettings:
             f"Bad key prefix {prefix!r} in {redact_url(url)!r}: use a non-empty prefix "
             "without braces (braces would change the Redis Cluster hash tags)."
         )
+    strict = _flag(url, "strict", own.get("strict", "0"))
     client_url = urlunsplit(parts._replace(query=urlencode(rest)))
     if parts.scheme == "redis+sentinel":
-        return _sentinel_settings(url, parts.netloc, parts.path, prefix, dict(rest))
+        settings = _sentinel_settings(url, parts.netloc, parts.path, prefix, dict(rest))
+        return replace(settings, strict=strict)
     _check_db(url, parts.path)
-    return RedisSettings(url=url, prefix=prefix, client_url=client_url, options=dict(rest))
+    return RedisSettings(
+        url=url, prefix=prefix, client_url=client_url, options=dict(rest), strict=strict
+    )
+
+
+def _flag(url: str, name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no", ""):
+        return False
+    raise ConfigurationError(
+        f"Bad {name}={raw!r} in {redact_url(url)!r}: use {name}=1 or {name}=0."
+    )
 
 
 def _check_db(url: str, path: str) -> int:

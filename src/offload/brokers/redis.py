@@ -6,7 +6,9 @@ a whole batch per call, so a batch costs one round trip whatever its size. Pytho
 only packs arguments, routes calls and unpacks replies.
 
 URL options (query parameters): ``prefix`` (default ``offload``) starts every key, so
-several applications or test runs can share one database; the rest go to redis-py
+several applications or test runs can share one database; ``strict=1`` makes ``open``
+refuse (``BrokerError``) a server that may lose acknowledged jobs instead of only
+warning (see Durability); the rest go to redis-py
 (``socket_timeout``, ``socket_connect_timeout``, ``ssl_cert_reqs``, ...). A Sentinel
 URL names the Sentinels and the service: ``redis+sentinel://:pw@h1:26379,h2:26379/
 mymaster/0`` (``sentinel_password`` for the Sentinels themselves).
@@ -22,9 +24,10 @@ set's score packs priority and due time into one exact double).
 
 Durability: as durable as the server (``appendonly yes`` with ``appendfsync always``
 loses nothing acknowledged on a crash; ``everysec`` up to a second). ``open`` logs a
-warning when the append-only file is off. A server at ``maxmemory`` with ``noeviction``
-refuses writes whole: enqueue raises ``BrokerUnavailable`` saying so, and nothing stored
-is dropped.
+warning when the append-only file is off or ``maxmemory-policy`` is not ``noeviction``
+(an evicting policy may drop jobs); with ``?strict=1`` it raises instead. A server at
+``maxmemory`` with ``noeviction`` refuses writes whole: enqueue raises
+``BrokerUnavailable`` saying so, and nothing stored is dropped.
 
 Wake-ups: enqueue and every script that makes a job claimable push a hint to the
 queue's ``wake`` list (at most 32 entries); an idle ``claim`` blocks on those lists with
