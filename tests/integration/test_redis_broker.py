@@ -449,3 +449,28 @@ async def test_a_sentinel_url_reaches_the_primary(
     finally:
         sentinel.terminate()
         sentinel.wait()
+
+
+async def test_more_concurrent_calls_than_connections_wait_their_turn() -> None:
+    """redis-py 8 raises "Too many connections" past its pool size; offload's pool makes
+    the extra calls wait for a free connection instead (the demo shop met this at 100)."""
+    import asyncio
+
+    import offload.brokers.redis  # noqa: F401  (registered)
+    from offload.brokers import open_broker
+    from tests.backends import BACKENDS, unavailable
+
+    backend = BACKENDS["redis"]
+    if reason := await backend.check():
+        unavailable(reason)
+    from pathlib import Path
+
+    url = backend.make_url(Path("/tmp"), "pool") + "&max_connections=4"
+    broker = open_broker(url)
+    await broker.open()
+    try:
+        results = await asyncio.gather(*(broker.get_jobs([f"j{i}"]) for i in range(300)))
+        assert results == [[None]] * 300
+    finally:
+        await broker.close()
+        await backend.cleanup(url)

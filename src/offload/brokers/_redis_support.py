@@ -37,9 +37,12 @@ __all__ = [
 
 DEFAULT_PREFIX = "offload"
 #: offload's own query parameters; everything else is handed to redis-py.
-OWN_PARAMS = frozenset({"prefix", "strict"})
+OWN_PARAMS = frozenset({"prefix", "strict", "max_connections", "pool_timeout"})
 #: Defaults for redis-py unless the URL sets them (``?socket_timeout=...``). Blocking
 #: waits are cut into slices shorter than the socket timeout (see ``RedisSettings``).
+POOL_SIZE = 64  # connections per broker; more concurrent calls wait their turn
+POOL_TIMEOUT_S = 30.0  # how long a call waits for a connection before BrokerUnavailable
+
 CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_timeout": 10.0,
     "socket_connect_timeout": 3.0,
@@ -86,6 +89,8 @@ class RedisSettings:
     username: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     strict: bool = False
+    max_connections: int = POOL_SIZE
+    pool_timeout_s: float = POOL_TIMEOUT_S
 
     @property
     def block_slice_s(self) -> float:
@@ -98,7 +103,9 @@ def parse_url(url: str) -> RedisSettings:
     """Read a ``redis://``, ``rediss://`` or ``redis+sentinel://`` URL.
 
     ``?prefix=`` names the key prefix (default ``offload``); ``?strict=1`` makes ``open``
-    refuse a server that may lose acknowledged jobs; the other query parameters are
+    refuse a server that may lose acknowledged jobs; ``?max_connections=`` (default 64)
+    and ``?pool_timeout=`` (seconds, default 30) size the connection pool, whose callers
+    wait for a free connection rather than fail; the other query parameters are
     redis-py's (``socket_timeout``, ``ssl_cert_reqs``, ...). A Sentinel URL is
     ``redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]``.
     """
@@ -113,13 +120,29 @@ def parse_url(url: str) -> RedisSettings:
             "without braces (braces would change the Redis Cluster hash tags)."
         )
     strict = _flag(url, "strict", own.get("strict", "0"))
+    try:
+        max_connections = int(own.get("max_connections", POOL_SIZE))
+        pool_timeout_s = float(own.get("pool_timeout", POOL_TIMEOUT_S))
+    except ValueError:
+        raise ConfigurationError(
+            f"Bad max_connections or pool_timeout in {redact_url(url)!r}: use numbers, "
+            "e.g. ?max_connections=64&pool_timeout=30."
+        ) from None
     client_url = urlunsplit(parts._replace(query=urlencode(rest)))
     if parts.scheme == "redis+sentinel":
         settings = _sentinel_settings(url, parts.netloc, parts.path, prefix, dict(rest))
-        return replace(settings, strict=strict)
+        return replace(
+            settings, strict=strict, max_connections=max_connections, pool_timeout_s=pool_timeout_s
+        )
     _check_db(url, parts.path)
     return RedisSettings(
-        url=url, prefix=prefix, client_url=client_url, options=dict(rest), strict=strict
+        url=url,
+        prefix=prefix,
+        client_url=client_url,
+        options=dict(rest),
+        strict=strict,
+        max_connections=max_connections,
+        pool_timeout_s=pool_timeout_s,
     )
 
 
@@ -188,7 +211,15 @@ def make_client(settings: RedisSettings) -> tuple[aioredis.Redis, list[aioredis.
     kwargs["retry_on_error"] = [rex.ConnectionError, rex.TimeoutError]
     if not settings.sentinels:
         try:
-            return aioredis.Redis.from_url(settings.client_url, **kwargs), []
+            # A blocking pool: past max_connections a call waits for a free connection
+            # (up to pool_timeout) instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.client_url,
+                max_connections=settings.max_connections,
+                timeout=settings.pool_timeout_s,
+                **kwargs,
+            )
+            return aioredis.Redis.from_pool(pool), []  # the client owns and closes the pool
         except ValueError as exc:
             raise ConfigurationError(
                 f"Bad Redis URL {redact_url(settings.url)!r}: {exc}. "
