@@ -35,6 +35,7 @@ async def test_every_group_gets_every_event(broker: Broker) -> None:
         got = await broker.claim([group_queue("orders", g)], "w", 100, 30)
         assert [d.payload for d in got] == [f"event-{i}".encode() for i in range(5)]
         assert {d.kind for d in got} == {"event"} and {d.name for d in got} == {"orders"}
+        assert [d.job_id for d in got] == [f"ev-{i}:{g}" for i in range(5)]
 
 
 async def test_work_is_shared_inside_a_group(broker: Broker) -> None:

@@ -419,7 +419,8 @@ class GroupSpec(msgspec.Struct, frozen=True, kw_only=True):
     """A subscriber group of a topic and how its deliveries behave.
 
     Deliveries for the group are ordinary jobs in the queue :func:`group_queue`
-    ``(topic, group)`` with ``kind="event"``; an event's key becomes the job key, scoped
+    ``(topic, group)`` with ``kind="event"`` and the job id ``<event id>:<group>`` (a
+    replay or a backfill adds a suffix); an event's key becomes the job key, scoped
     to the group (keys are per queue), so order per key holds within each group.
     """
 
