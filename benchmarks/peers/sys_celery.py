@@ -1,9 +1,9 @@
 """Celery with its Redis broker (kombu), no result backend (Celery's default).
 
-Pool: ``solo`` runs each job in the worker process itself, one at a time. For no-op jobs it
-is Celery's fastest single-process pool (``-P threads -c 8`` adds a thread hand-off per job
-and measured slower here; prefork would add child processes). Prefetch is Celery's default
-(4 x concurrency). Gossip, mingle and heartbeat (cluster events, not the job path) are off.
+Pool: ``solo`` runs each job in the worker process itself, one at a time: one process, no
+hand-off. ``-P threads -c 8`` measured the same within noise (``PEERS_CELERY_POOL=threads``
+switches); prefork would add child processes. Prefetch is Celery's default (4 x
+concurrency). Gossip, mingle and heartbeat (cluster events, not the job path) are off.
 """
 
 import os
@@ -15,7 +15,7 @@ from record import record
 POOL = os.environ.get("PEERS_CELERY_POOL", "solo")
 CONCURRENCY = 8
 SETTINGS = (
-    "-P solo (jobs run one at a time in the worker process; fastest pool for no-op jobs)"
+    "-P solo (jobs run one at a time in the worker process itself)"
     if POOL == "solo"
     else f"-P {POOL} -c {CONCURRENCY}"
 )
