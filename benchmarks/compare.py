@@ -78,6 +78,9 @@ def chosen(spec: str | None) -> list[catalog.System]:
 def run_one(system: catalog.System, cfg: dict[str, object], timeout: float) -> dict[str, object]:
     """One driver subprocess (a session of its own); its result or {"error": reason}."""
     python = peersenv.PEERS_VENV / "bin" / "python" if system.in_peers_venv else PROJECT_PYTHON
+    if not python.exists():
+        where = "run without --no-install" if system.in_peers_venv else "create the project .venv"
+        return {"error": f"{python} does not exist: {where}"}
     work = Path(tempfile.mkdtemp(prefix=f"peers-{system.name}-"))
     cfg = {**cfg, "system": system.name, "work": str(work)}
     if system.backend != "redis":
