@@ -42,6 +42,8 @@ class Settler:
         self._max_backoff_s = max_backoff_s
         self._pending: list[Settlement] = []
         self._writing = 0
+        #: Settlements written so far (a burst worker compares it across a claim).
+        self.written = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -80,6 +82,7 @@ class Settler:
                 results = await self._write(batch)
             finally:
                 self._writing = 0
+            self.written += len(batch)
             for settlement, ok in zip(batch, results, strict=True):
                 self._on_settled(settlement, ok)
         self._idle.set()

@@ -248,6 +248,7 @@ class Worker:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            written = self.settler.written
             try:
                 got = await self.broker.claim(opts.queues, self.id, free, opts.lease_s, opts.poll_s)
             except BrokerUnavailable as exc:
@@ -256,8 +257,18 @@ class Worker:
             backoff.reset()
             for d in got:
                 self._start(d)
-            if opts.burst and not got and not self._tasks and not self.settler.pending:
+            if opts.burst and self._idle(got, written):
                 self.stop()
+
+    def _idle(self, got: list[Delivery], written_before_claim: int) -> bool:
+        """Nothing claimed, running or being settled, and no outcome written during the
+        claim (an outcome can carry follow-ups the claim could not see yet)."""
+        return (
+            not got
+            and not self._tasks
+            and not self.settler.pending
+            and self.settler.written == written_before_claim
+        )
 
     def _start(self, d: Delivery) -> None:
         if self._stopping.is_set():
