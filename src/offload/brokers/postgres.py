@@ -60,7 +60,10 @@ from offload.clock import Clock, system_clock
 from offload.errors import BrokerError, ConfigurationError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+    from typing import TypeAlias
+
+    _Params: TypeAlias = Sequence[Any] | Mapping[str, Any] | None
 
 __all__ = ["PostgresBroker"]
 
@@ -192,11 +195,15 @@ class PostgresBroker(BrokerBase):
     async def _fetch(
         self,
         name: str,
-        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        params: _Params | Callable[[float], _Params] = None,
         *,
         binary: bool = False,
     ) -> list[tuple[Any, ...]]:
         """Run one named statement on a pooled connection (autocommit: one transaction).
+
+        ``params`` may be a function of the clock's ``now``, called once a connection is
+        in hand: after a wait for the pool (a restarting server) leases are then granted
+        and fenced by the time the statement runs, not the time it was asked for.
 
         Deadlocks and serialization failures roll the whole statement back, so they are
         retried here; every other driver error is mapped and raised.
@@ -206,7 +213,8 @@ class PostgresBroker(BrokerBase):
         for attempt in range(1, _RETRIES + 1):
             try:
                 async with pool.connection() as conn:
-                    cur = await conn.execute(sql, params, binary=binary)
+                    bound = params(self.clock.now()) if callable(params) else params
+                    cur = await conn.execute(sql, bound, binary=binary)
                     return await cur.fetchall() if cur.description is not None else []
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                 if attempt == _RETRIES:
@@ -318,8 +326,10 @@ class PostgresBroker(BrokerBase):
         start = self._rr % len(queues)
         self._rr += 1
         order = [*queues[start:], *queues[:start]]
-        params = [order, worker_id, limit, lease_s, self.clock.now()]
-        return [rows.delivery(r) for r in await self._fetch("claim", params, binary=True)]
+        found = await self._fetch(
+            "claim", lambda now: [order, worker_id, limit, lease_s, now], binary=True
+        )
+        return [rows.delivery(r) for r in found]
 
     async def _idle_timeout(self, queues: Sequence[str], remaining: float, backoff: float) -> float:
         """How long an idle claim may sleep: until woken, the next delayed job is due,
@@ -333,11 +343,11 @@ class PostgresBroker(BrokerBase):
     async def extend(self, deliveries: Sequence[Delivery], lease_s: float) -> list[LeaseState]:
         if not deliveries:
             return []
-        now = self.clock.now()
         ids = [d.job_id for d in deliveries]
         tokens = [d.lease_token for d in deliveries]
-        params = {"now": now, "lease_s": lease_s, "ids": ids, "tokens": tokens}
-        found = await self._fetch("extend", params)
+        found = await self._fetch(
+            "extend", lambda now: {"now": now, "lease_s": lease_s, "ids": ids, "tokens": tokens}
+        )
         held = {(r[0], r[1]): (r[2], r[3]) for r in found}
         out = []
         for d in deliveries:
@@ -352,12 +362,14 @@ class PostgresBroker(BrokerBase):
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        params = rows.settle_params(settlements, self.clock.now())
-        found = await self._fetch("settle" if len(params) == 7 else "settle_follow_ups", params)
+        params = rows.settle_params(settlements, 0.0)  # now (index 6) is set at the call
+        name = "settle" if len(params) == 7 else "settle_follow_ups"
+        found = await self._fetch(name, lambda now: [*params[:6], now, *params[7:]])
         return [r[0] for r in found]
 
     async def recover_expired(self, limit: int = 1000) -> int:
-        return int(await self._one("recover_expired", [limit, self.clock.now()]))
+        [(n,)] = await self._fetch("recover_expired", lambda now: [limit, now])
+        return int(n)
 
     async def prune(self, limit: int = 1000) -> int:
         """Delete final jobs past their TTL and events past retention (see
@@ -388,9 +400,8 @@ class PostgresBroker(BrokerBase):
         return [None if state is None else JobState(state) for (state,) in found]
 
     async def set_progress(self, delivery: Delivery, value: float, message: str | None) -> bool:
-        now = self.clock.now()
-        params = [value, message, delivery.job_id, delivery.lease_token, now]
-        return bool(await self._fetch("set_progress", params))
+        params = [value, message, delivery.job_id, delivery.lease_token]
+        return bool(await self._fetch("set_progress", lambda now: [*params, now]))
 
     # ------------------------------------------------------------------ results
 
