@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 FINAL = frozenset({"succeeded", "dead", "cancelled"})
-FAULTS = frozenset({"kill", "stop"})
+FAULTS = frozenset({"kill", "stop", "backend_kill"})  # backend_kill hits every process
 
 
 # --------------------------------------------------------------------------- history
@@ -249,6 +249,7 @@ class Report:
     unexplained_results: int = 0
     kills: int = 0
     pauses: int = 0
+    outages: int = 0
     orphaned: int = 0
     reruns_running: int = 0
     reruns_unsettled: int = 0
@@ -282,6 +283,7 @@ class Report:
             f"{self.dead_reasons or ''}, lost {self.lost}, unexpected {self.unexpected}, "
             f"duplicate starts {self.duplicate_starts} ends {self.duplicate_ends}, "
             f"stale commits {self.stale_commits}, kills {self.kills}, pauses {self.pauses}, "
+            f"backend outages {self.outages}, "
             f"re-runs of running jobs {self.reruns_running}, of unsettled {self.reruns_unsettled}, "
             f"unexplained {self.unexplained_duplicates}, "
             f"{rec}"
@@ -408,13 +410,15 @@ def _recovery(
     """Jobs each fault orphaned, how soon they came back, and the re-runs it caused.
 
     A ``kill``/``stop`` of pid P at time t orphans the jobs whose latest run before t was
-    on P, if afterwards the broker recovered the lease or the same attempt started again.
+    on P, if afterwards the broker recovered the lease or the same attempt started again
+    (a ``backend_kill`` is a fault of every process: the latest run on any pid).
     The re-run is of a *running* job if P's run had not ended by t, else of an
     *unsettled* one (it ended, its outcome was not committed yet).
     """
     faults = [e for e in events if e["f"] == "nemesis" and e["type"] in FAULTS]
     report.kills = sum(e["type"] == "kill" for e in faults)
     report.pauses = sum(e["type"] == "stop" for e in faults)
+    report.outages = sum(e["type"] == "backend_kill" for e in faults)
     recovered: list[float] = []
     restarted: list[float] = []
     for e in faults:
@@ -443,12 +447,12 @@ def _recovery(
     report.restart_p50_s, report.restart_max_s = _p50_max(restarted)
 
 
-def _held_at(ledger: Ledger, pid: int, at: float) -> list[Run]:
-    """Runs on ``pid`` that were their job's latest run started before ``at``."""
+def _held_at(ledger: Ledger, pid: int | None, at: float) -> list[Run]:
+    """Runs on ``pid`` (any, if ``None``) that were their job's latest run before ``at``."""
     out = []
     for runs in ledger.by_job.values():
         before = [r for r in runs if r.started < at]
-        if before and before[-1].pid == pid and not before[-1].failed:
+        if before and pid in (None, before[-1].pid) and not before[-1].failed:
             out.append(before[-1])
     return out
 

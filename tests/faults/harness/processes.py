@@ -154,8 +154,9 @@ class FaultRun:
             signal.SIGCONT: "cont",
             signal.SIGTERM: "term",
         }.get(sig, sig.name.lower())
-        self.history.nemesis(kind, worker.pid, worker=worker.number)
         worker.proc.send_signal(sig)
+        # Stamped after the signal: the ledger's last line from before it is then earlier.
+        self.history.nemesis(kind, worker.pid, worker=worker.number, **_now())
 
     def kill(self, worker: WorkerProc) -> None:
         """SIGKILL and reap."""
@@ -216,8 +217,8 @@ class FaultRun:
 
     def kill_producer(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL a producer process (recorded like a worker kill) and reap it."""
-        self.history.nemesis("kill", proc.pid, role="producer")
         proc.kill()
+        self.history.nemesis("kill", proc.pid, role="producer", **_now())
         proc.wait()
 
     def first_start_after(self, at: float) -> dict[int, float]:
@@ -292,6 +293,10 @@ class FaultRun:
                 proc.kill()
                 proc.wait()
         self.history.close()
+
+
+def _now() -> dict[str, float]:
+    return {"at": time.monotonic(), "wall": time.time()}
 
 
 def _address_space_limit(mb: int) -> Any:
