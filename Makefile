@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint pytest bench clean
+.PHONY: demo test lint pytest bench faults faults-long clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ pytest: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
 
 test: lint pytest
+
+# The fault-injection suite alone (short: as in CI), and its long versions.
+faults: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.faults
+
+faults-long: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.faults --long
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/throughput.py

@@ -34,7 +34,7 @@ PAUSE_S = 3 * LEASE_S
 LATENCY_BOUND_S = LEASE_S + 2 * REAPER_S + 1.0
 
 
-@pytest.mark.timeout(600 if LONG else 120)
+@pytest.mark.timeout(1200 if LONG else 120)
 def test_paused_worker_is_fenced(fault_backend: FaultBackend, tmp_path: Path) -> None:
     pauses = scale(1, 5)
     with FaultRun(fault_backend.url, tmp_path, lease_s=LEASE_S, concurrency=CONCURRENCY) as run:
@@ -46,7 +46,7 @@ def test_paused_worker_is_fenced(fault_backend: FaultBackend, tmp_path: Path) ->
             run.send(victim, signal.SIGSTOP)
             time.sleep(PAUSE_S)
             run.send(victim, signal.SIGCONT)
-        assert run.wait_final(ids, timeout=120), "the queue did not drain"
+        assert run.wait_final(ids, timeout=scale(120, 600)), "the queue did not drain"
         run.stop_workers()
         report = run.report(backend=fault_backend.name)
     refused = victim.output().count("refused: its lease had expired")
