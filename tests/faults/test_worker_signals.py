@@ -113,5 +113,7 @@ def test_shutdown_past_grace_releases(fault_backend: FaultBackend, tmp_path: Pat
     assert report.completed == jobs
     assert report.duplicate_starts == jobs  # each cut short once, run again as attempt 1
     assert report.duplicate_ends == 0
+    assert report.unexplained_duplicates == 0, report.summary()
+    assert report.recovery_max_s is None, "a job waited for its lease instead of a release"
     assert all(o is not None and (o.attempts, o.recoveries) == (1, 0) for o in final.values())
     assert "released" in worker.output() or "releasing" in worker.output()

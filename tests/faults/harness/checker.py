@@ -27,7 +27,8 @@ records of one run:
 ``stale_commits`` results accepted from a run whose lease was gone: a later run of the
                   job had started, or the run's process was paused (SIGSTOP) longer
                   than the lease while it ran. Fencing makes this 0.
-``recovery``      per job orphaned by a ``kill``/``stop`` (its latest run was on that pid,
+``recovery``      per job orphaned by a fault (``kill``/``stop``/``term`` of a pid: its
+                  latest run was on that pid; ``backend_kill``: any pid,
                   and the broker recovered its lease or the same attempt ran again): the
                   seconds from the fault to the broker's ``lease_expired`` recovery
                   (``recovery_*``: runnable again) and to the next start (``restart_*``:
@@ -71,7 +72,9 @@ __all__ = [
 ]
 
 FINAL = frozenset({"succeeded", "dead", "cancelled"})
-FAULTS = frozenset({"kill", "stop", "backend_kill"})  # backend_kill hits every process
+#: Faults that may re-run jobs: a SIGTERM past the grace period releases them, a
+#: backend_kill hits every process.
+FAULTS = frozenset({"kill", "stop", "term", "backend_kill"})
 
 
 # --------------------------------------------------------------------------- history
@@ -272,9 +275,9 @@ class Report:
     def summary(self) -> str:
         """One line for test output."""
         rec = (
-            f"{self.orphaned} orphaned: runnable again p50 {self.recovery_p50_s}s "
-            f"max {self.recovery_max_s}s, started again p50 {self.restart_p50_s}s "
-            f"max {self.restart_max_s}s"
+            f"{self.orphaned} orphaned: runnable again p50 {_s(self.recovery_p50_s)} "
+            f"max {_s(self.recovery_max_s)}, started again p50 {_s(self.restart_p50_s)} "
+            f"max {_s(self.restart_max_s)}"
             if self.orphaned
             else "no orphaned job"
         )
@@ -288,6 +291,10 @@ class Report:
             f"unexplained {self.unexplained_duplicates}, "
             f"{rec}"
         )
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds}s"
 
 
 def check(
@@ -409,7 +416,7 @@ def _recovery(
 ) -> None:
     """Jobs each fault orphaned, how soon they came back, and the re-runs it caused.
 
-    A ``kill``/``stop`` of pid P at time t orphans the jobs whose latest run before t was
+    A ``kill``/``stop``/``term`` of pid P at time t orphans the jobs whose latest run before t was
     on P, if afterwards the broker recovered the lease or the same attempt started again
     (a ``backend_kill`` is a fault of every process: the latest run on any pid).
     The re-run is of a *running* job if P's run had not ended by t, else of an
