@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from offload.errors import BrokerUnavailable
@@ -113,8 +114,6 @@ def main() -> None:
     parser.add_argument("--mode", default="ok")
     parser.add_argument("--seconds", type=float, default=0.05)
     args = parser.parse_args()
-    from pathlib import Path
-
     history = History(Path(args.history))
     calls = [{"n": i, "mode": args.mode, "seconds": args.seconds} for i in range(args.count)]
     asyncio.run(
