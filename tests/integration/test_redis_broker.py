@@ -474,3 +474,34 @@ async def test_more_concurrent_calls_than_connections_wait_their_turn() -> None:
     finally:
         await broker.close()
         await backend.cleanup(url)
+
+
+async def test_fenced_calls_do_not_wait_behind_application_traffic() -> None:
+    """Claims and outcomes read the clock before they are sent, so they must not queue
+    for a connection behind many result waits; they have connections of their own."""
+    import asyncio
+    from pathlib import Path
+
+    from offload.brokers import open_broker
+    from tests.backends import BACKENDS, unavailable
+    from tests.conformance.helpers import req
+
+    backend = BACKENDS["redis"]
+    if reason := await backend.check():
+        unavailable(reason)
+    url = backend.make_url(Path("/tmp"), "fenced") + "&max_connections=2&pool_timeout=20"
+    broker = open_broker(url)
+    await broker.open()
+    try:
+        [job] = await broker.enqueue([req(broker)])
+        waiters = [asyncio.create_task(broker.wait_job(job.job_id, 3)) for _ in range(4)]
+        await asyncio.sleep(0.2)  # both application connections now block in wait_job
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        [d] = await broker.claim(["q"], "w", 1, 30)
+        assert await broker.ack(d, b"ok")
+        assert loop.time() - started < 1.0, "the claim and ack did not queue for a connection"
+        await asyncio.gather(*waiters)
+    finally:
+        await broker.close()
+        await backend.cleanup(url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
@@ -16,6 +17,7 @@ from offload.errors import BrokerError
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    import redis.asyncio as aioredis
     from redis.asyncio.client import Pipeline
 
 __all__ = ["RedisCore"]
@@ -25,6 +27,9 @@ log = logging.getLogger("offload.brokers.redis")
 #: Registrations in the queue and topic registries are re-sent this often (seconds), so
 #: a registry lost with a server's data is rebuilt by the next enqueue.
 REGISTER_EVERY_S = 60.0
+#: The scripts whose clock reading fences a lease, and the pool they use.
+FENCED = frozenset({"claim", "extend", "settle", "recover", "progress"})
+CONTROL_POOL_SIZE = 16
 MIN_SERVER = (6, 2)
 
 Call = tuple[str, list[str], list[Any]]
@@ -44,6 +49,12 @@ class RedisCore(BrokerBase):
         self._keys = Keys(self._prefix)
         self._boundary = Boundary(url, self._prefix)
         self._client, self._sentinels = make_client(self.settings)
+        # Lease-fenced calls get connections of their own: they read the clock before
+        # they are sent, so they must never wait behind the application's traffic (many
+        # enqueues, many result waits) for a connection.
+        control = replace(self.settings, max_connections=CONTROL_POOL_SIZE)
+        self._control, control_sentinels = make_client(control)
+        self._sentinels += control_sentinels
         self._scripts = load_scripts(self._client)
         self._registered: dict[str, float] = {}
         self._opened = False
@@ -113,6 +124,7 @@ class RedisCore(BrokerBase):
         self._opened = False
         with self._boundary:
             await self._client.aclose()
+            await self._control.aclose()
             for sentinel in self._sentinels:
                 await sentinel.aclose()
 
@@ -122,10 +134,14 @@ class RedisCore(BrokerBase):
         now = self.clock.now()
         return now, repr(now)
 
+    def _client_for(self, names: Iterable[str]) -> aioredis.Redis:
+        return self._control if any(n in FENCED for n in names) else self._client
+
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One script call (redis-py loads the script again on NOSCRIPT)."""
+        client = self._client_for([name])
         with self._boundary:
-            return await self._scripts[name](keys=keys, args=args)
+            return await self._scripts[name](keys=keys, args=args, client=client)
 
     async def _run_many(
         self, calls: list[Call], extra: Iterable[tuple[Any, ...]] = ()
@@ -138,8 +154,9 @@ class RedisCore(BrokerBase):
         commands = list(extra)
         if len(calls) == 1 and not commands:
             return [await self._run(*calls[0])]
+        client = self._client_for(name for name, _, _ in calls)
         with self._boundary:
-            pipe: Pipeline = self._client.pipeline(transaction=False)
+            pipe: Pipeline = client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
             for name, keys, args in calls:
@@ -152,7 +169,7 @@ class RedisCore(BrokerBase):
             results = replies[len(commands) :]
             for i, (name, keys, args) in enumerate(calls):
                 if isinstance(results[i], rex.NoScriptError):
-                    results[i] = await self._scripts[name](keys=keys, args=args)
+                    results[i] = await self._scripts[name](keys=keys, args=args, client=client)
             failed = [r for r in (*replies[: len(commands)], *results) if isinstance(r, Exception)]
             if failed:
                 self._registered.clear()  # a registration may be among the failures
@@ -178,9 +195,13 @@ class RedisCore(BrokerBase):
                 pipe.execute_command(*command)
             return await pipe.execute()
 
-    async def _block(self, keys: list[str], timeout_s: float) -> bool:
-        """Wait on wake-up lists (BLPOP) for at most one slice; True if woken."""
+    async def _block(self, keys: list[str], timeout_s: float, *, control: bool = False) -> bool:
+        """Wait on wake-up lists (BLPOP) for at most one slice; True if woken.
+
+        ``control``: a worker's idle claim, on the fenced calls' connections.
+        """
         timeout = max(0.01, min(timeout_s, self.settings.block_slice_s))
+        client = self._control if control else self._client
         with self._boundary:
-            woken = await self._client.execute_command("BLPOP", *keys, timeout)  # type: ignore[no-untyped-call]
+            woken = await client.execute_command("BLPOP", *keys, timeout)  # type: ignore[no-untyped-call]
         return woken is not None

@@ -159,7 +159,7 @@ class RedisBroker(RedisAdmin):
             if got or limit <= 0 or remaining <= 0 or not queues:
                 return got
             timeout = remaining if next_due is None else max(0.001, min(remaining, next_due))
-            await self._block(wake, timeout)
+            await self._block(wake, timeout, control=True)
 
     async def _claim_now(
         self, queues: Sequence[str], worker_id: str, limit: int, lease_s: float, turn: int
