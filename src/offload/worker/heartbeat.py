@@ -73,6 +73,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._posted = self._pong = time.monotonic()
         self._blocked_since: float | None = None
+        self._failing = False
         self.renewals = 0
 
     def start(self) -> None:
@@ -96,8 +97,7 @@ class LeaseKeeper:
             while not self._stop.is_set():
                 started = time.monotonic()
                 self._watch_loop(started)
-                with contextlib.suppress(BrokerError):  # transient: retried next tick
-                    await self._renew(broker)
+                await self._renew_or_report(broker)
                 elapsed = time.monotonic() - started
                 await asyncio.to_thread(self._stop.wait, max(0.0, self.interval_s - elapsed))
         finally:
@@ -114,6 +114,25 @@ class LeaseKeeper:
                 log.warning("lease keeper cannot reach the broker (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
+
+    async def _renew_or_report(self, broker: Broker) -> None:
+        """Renew; on a broker error say so once per outage (retried next tick)."""
+        try:
+            await self._renew(broker)
+        except BrokerError as exc:
+            if not self._failing:
+                log.warning(
+                    "cannot renew leases (%s); retrying every %.1fs. Jobs whose lease "
+                    "runs out meanwhile will be run again elsewhere.",
+                    exc,
+                    self.interval_s,
+                    extra={"action": "lease_renewal_failed"},
+                )
+            self._failing = True
+            return
+        if self._failing:
+            log.info("lease renewal works again", extra={"action": "lease_renewal_back"})
+            self._failing = False
 
     async def _renew(self, broker: Broker) -> None:
         held = list(self._held())

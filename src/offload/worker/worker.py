@@ -243,7 +243,10 @@ class Worker:
         backoff = _Backoff()
         opts = self.options
         while not self._stopping.is_set():
-            free = opts.concurrency - len(self._tasks)
+            # A slot is taken until the job's outcome is written, not only while it runs:
+            # a worker killed at any moment then holds at most `concurrency` unrecorded
+            # jobs, which is exactly what can run again.
+            free = opts.concurrency - len(self._held)
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -297,9 +300,9 @@ class Worker:
             settlement = self.runner.internal_error(d, exc)
         finally:
             self._tasks.pop(d.job_id, None)
-            self._slot_freed.set()
         if settlement is None:
             self._held.pop(d.job_id, None)
+            self._slot_freed.set()
             self.stats.lost += 1
         else:
             if self._progress:  # the last report, not written yet, goes before the outcome
@@ -308,6 +311,7 @@ class Worker:
 
     def _on_settled(self, settlement: Settlement, ok: bool) -> None:
         self._held.pop(settlement.delivery.job_id, None)
+        self._slot_freed.set()
         kind = type(settlement).__name__
         self.stats.by_state[kind] = self.stats.by_state.get(kind, 0) + 1
         if not ok:
