@@ -206,3 +206,18 @@ async def test_progress_is_fenced_and_visible(broker: Broker, clock: FakeClock) 
     assert not await broker.set_progress(d, 0.9, "late")
     rec = await broker.get_job(job_id)
     assert rec is not None and rec.progress == 0.4
+
+
+async def test_a_recovered_job_keeps_its_place_in_the_queue(broker: Broker, clock: FakeClock) -> None:
+    """A job whose worker died goes back where it was, not behind the jobs that arrived
+    while it ran: it has already waited its turn once."""
+    first = await put(broker)
+    clock.advance(1)
+    [d] = await claim_all(broker, lease_s=5)
+    clock.advance(1)
+    later = [await put(broker) for _ in range(3)]
+    clock.advance(5)
+    assert await broker.recover_expired() == 1
+    got = [x.job_id for x in await claim_all(broker)]
+    assert got == [first, *later]
+    assert d.job_id == first

@@ -502,8 +502,7 @@ class MemoryBroker(BrokerBase):
             return
         job.recoveries += 1
         self._counter(job).recovered += 1
-        job.run_at = now
-        self._move(job, JobState.QUEUED)
+        self._move(job, JobState.QUEUED)  # at its old place: it has waited its turn once
 
     async def prune(self, limit: int = 1000) -> int:
         n = 0

@@ -28,7 +28,6 @@ BEGIN
         UPDATE {schema}.jobs j SET
             state = CASE WHEN j.recoveries >= j.max_recoveries THEN 'dead' ELSE 'queued' END,
             recoveries = j.recoveries + (j.recoveries < j.max_recoveries)::int,
-            run_at = CASE WHEN j.recoveries >= j.max_recoveries THEN j.run_at ELSE p_now END,
             finished_at = CASE WHEN j.recoveries >= j.max_recoveries
                                THEN p_now ELSE j.finished_at END,
             expires_at = CASE WHEN j.recoveries >= j.max_recoveries

@@ -23,8 +23,10 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', qb .. 'running', '-inf', NOW, 'L
     else
       zset(qb .. 'running', id, false)
       redis.call('HDEL', jk, 't', 'le')
-      redis.call('HSET', jk, 's', 'queued', 'r', NOW, 'rc', tonumber(f.rc or '0') + 1)
-      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(f.M[3], NOW))
+      -- back at its old place (its due time): it has waited its turn once
+      redis.call('HSET', jk, 's', 'queued', 'rc', tonumber(f.rc or '0') + 1)
+      local run_at = tonumber(f.r or '') or f.M[12]
+      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(f.M[3], run_at))
       zset(qb .. 'pend', id, f.M[11])
       WAKE[qb] = (WAKE[qb] or 0) + 1
       ctr(qb, f.M[1], 'recovered', 1)

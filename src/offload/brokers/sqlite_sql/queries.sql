@@ -251,7 +251,6 @@ UPDATE jobs SET state = ?2 WHERE seq = ?1;
 UPDATE jobs SET
     state = CASE WHEN recoveries >= max_recoveries THEN 'dead' ELSE 'queued' END,
     recoveries = recoveries + (recoveries < max_recoveries),
-    run_at = CASE WHEN recoveries >= max_recoveries THEN run_at ELSE ?1 END,
     finished_at = CASE WHEN recoveries >= max_recoveries THEN ?1 END,
     expires_at = CASE WHEN recoveries >= max_recoveries THEN ?1 + dead_ttl_s END,
     errors = json_insert(coalesce(errors, '[]'), '$[#]', json_object(
