@@ -78,7 +78,11 @@ class RedisCore(BrokerBase):
             for script in self._scripts.values():
                 pipe.script_load(script.script)
             await pipe.execute()
+        try:
             self._warn_if_not_durable(info)
+        except BrokerError:
+            await self.close()  # refused (strict=1): leave no connection behind
+            raise
         self._opened = True
 
     async def _info(self) -> dict[str, Any]:
