@@ -222,8 +222,9 @@ class ErrorRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One failure of one attempt, kept with the job.
 
     ``reason`` is a short code: ``exception``, ``timeout``, ``unknown_task``,
-    ``decode_error``, ``bad_arguments``, ``lease_expired``, ``lease_lost``,
-    ``shutdown``, ``cancelled``, ``result_not_serializable``, ``bad_follow_up``.
+    ``decode_error``, ``payload_too_large``, ``bad_arguments``, ``lease_expired``,
+    ``lease_lost``, ``shutdown``, ``cancelled``, ``result_not_serializable``,
+    ``bad_follow_up``.
     """
 
     reason: str

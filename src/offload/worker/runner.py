@@ -30,7 +30,7 @@ from offload.brokers.base import (
     Settlement,
 )
 from offload.context import JobContext, reset_current, set_current
-from offload.errors import Cancel, DecodeError, Retry, UnknownTask
+from offload.errors import Cancel, DecodeError, PayloadTooLarge, Retry, UnknownTask
 from offload.flow.rate import RateGate
 from offload.message.codecs import codec_for_payload
 from offload.message.envelope import Envelope, decode_envelope
@@ -124,6 +124,10 @@ class Runner:
     # ------------------------------------------------------------------ steps
 
     def _decode(self, d: Delivery) -> Envelope:
+        limit = self.registry.max_payload
+        if limit is not None and len(d.payload) > limit:  # written past the producer's check
+            error = PayloadTooLarge(len(d.payload), limit, d.name)
+            raise _Settled(self._bury(d, "payload_too_large", error))
         try:
             return decode_envelope(d.payload)
         except DecodeError as exc:
