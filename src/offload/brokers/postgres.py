@@ -32,6 +32,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from offload.brokers import _pg_rows as rows
+from offload.brokers._coalesce import Coalescer
 from offload.brokers._pg_conn import PgSettings, map_error, parse_url
 from offload.brokers._pg_listen import Listener
 from offload.brokers._pg_results import Rereads
@@ -102,6 +103,9 @@ class PostgresBroker(BrokerBase):
             push_wakeups=True,
             transactional_enqueue=True,
             multi_machine=True,
+        )
+        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(
+            self._enqueue_batch
         )
         self._sql = Statements(self.schema)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
@@ -274,14 +278,21 @@ class PostgresBroker(BrokerBase):
         jobs are written inside that connection's current transaction: they exist, and
         wake workers, only if it commits. That needs no ``open()``: a web process can
         enqueue through its own connections only.
+
+        Without ``connection``, concurrent calls share statements (group commit): every
+        call that arrives while one is being written joins the next, so many one-job
+        enqueues share one transaction and one WAL flush.
         """
         if not requests:
             return []
-        params = rows.enqueue_params(requests, self.clock.now())
         if connection is None:
-            found = await self._fetch("enqueue", params)
-        else:
-            found = await self._fetch_in(connection, "enqueue", params)
+            return await self._enqueues.submit(requests)
+        params = rows.enqueue_params(requests, self.clock.now())
+        found = await self._fetch_in(connection, "enqueue", params)
+        return [EnqueueOutcome(status, job_id, depth) for status, job_id, depth in found]
+
+    async def _enqueue_batch(self, requests: list[EnqueueRequest]) -> list[EnqueueOutcome]:
+        found = await self._fetch("enqueue", lambda now: rows.enqueue_params(requests, now))
         return [EnqueueOutcome(status, job_id, depth) for status, job_id, depth in found]
 
     def enqueue_sync_in(

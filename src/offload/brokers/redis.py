@@ -80,10 +80,12 @@ import asyncio
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from offload.brokers._coalesce import Coalescer
 from offload.brokers._redis_admin import RedisAdmin
 from offload.brokers._redis_codec import ArgPack, deliveries, job_record, pack_settlement
 from offload.brokers._redis_support import tag_of
 from offload.brokers.base import EnqueueOutcome, JobState, LeaseState
+from offload.clock import Clock, system_clock
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -115,11 +117,21 @@ def _by_tag(queues: Sequence[str]) -> list[list[int]]:
 class RedisBroker(RedisAdmin):
     """Jobs, results, topics and coordination in Redis (see the module docs)."""
 
+    def __init__(self, url: str, *, clock: Clock = system_clock) -> None:
+        super().__init__(url, clock=clock)
+        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(
+            self._enqueue_batch
+        )
+
     # ------------------------------------------------------------------ enqueue
 
     async def enqueue(self, requests: Sequence[EnqueueRequest]) -> list[EnqueueOutcome]:
+        """Store jobs; concurrent calls share script calls and round trips (group commit)."""
         if not requests:
             return []
+        return await self._enqueues.submit(requests)
+
+    async def _enqueue_batch(self, requests: list[EnqueueRequest]) -> list[EnqueueOutcome]:
         _, now = self._now()
         groups = _by_tag([r.queue for r in requests])
         calls: list[Call] = []
