@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +34,8 @@ from offload.brokers.base import Bury, EnqueueRequest, group_queue
 from offload.errors import DecodeError
 from offload.message import Envelope, decode_envelope, encode_envelope, get_codec
 from offload.message.envelope import MAX_NAME_LENGTH, Signature
+from tests.faults.harness import LONG
 
-LONG = os.environ.get("OFFLOAD_FAULTS_LONG") == "1"
 EXAMPLES = 2000 if LONG else 150
 pytestmark = pytest.mark.timeout(1800 if LONG else 120)
 CHEAP = settings(
