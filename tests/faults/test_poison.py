@@ -176,6 +176,7 @@ def test_a_hanging_job_is_stopped_at_its_limit_and_the_rest_keeps_its_pace(
         run.wait_final(run.enqueue(20, seconds=0.05), timeout=30)  # warm up
         alone = run.enqueue(HANG_JOBS, seconds=0.05)
         assert run.wait_final(alone, timeout=60)
+        # The machine is shared: normal throughput is measured before and after.
         # Two pills (async, and in a killable pool process), then the same load again.
         pills = run.enqueue(1, mode="hang", options={"timeout": HANG_LIMIT_S})
         pills += run.enqueue(
@@ -183,9 +184,12 @@ def test_a_hanging_job_is_stopped_at_its_limit_and_the_rest_keeps_its_pace(
         )
         beside = run.enqueue(HANG_JOBS, seconds=0.05)
         assert run.wait_final([*pills, *beside], timeout=60)
+        again = run.enqueue(HANG_JOBS, seconds=0.05)
+        assert run.wait_final(again, timeout=60)
         assert len(run.workers) == 1 and run.workers[0].alive(), "the worker died"
         run.stop_workers()
-        normal_rate, pill_rate = _throughput(run, alone), _throughput(run, beside)
+        normal_rate = (_throughput(run, alone) + _throughput(run, again)) / 2
+        pill_rate = _throughput(run, beside)
         records = [_record(fault_backend.url, p) for p in pills]
 
     print(
