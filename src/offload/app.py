@@ -612,7 +612,13 @@ class App:
         max_recoveries: int = 3,
         bounded: bool = True,
     ) -> EnqueueRequest:
-        """Encode an envelope into the broker's enqueue request."""
+        """Encode an envelope into the broker's enqueue request.
+
+        Raises:
+            ConfigurationError: a routing value no backend can store (a priority or limit
+                out of range, a NUL character in an id, key or name).
+        """
+        _check_routing(env, key_limit, max_recoveries)
         payload = encode_envelope(env, self._codec, self.max_payload)
         return EnqueueRequest(
             id=env.id,
@@ -955,6 +961,31 @@ def _return_type(fn: Callable[..., Any]) -> Any:
     except Exception:
         return None
     return hint
+
+
+_INT32 = 2**31 - 1
+
+
+def _check_routing(env: Envelope, key_limit: int, max_recoveries: int) -> None:
+    """Refuse, at enqueue, routing values some backend would refuse later (a 32-bit
+    column, text without NUL): a later refusal would fail a whole batch of outcomes."""
+    for name, value in (
+        ("priority", env.priority),
+        ("max_attempts", env.max_attempts),
+        ("key_limit", key_limit),
+        ("max_recoveries", max_recoveries),
+    ):
+        if not isinstance(value, int) or not -_INT32 <= value <= _INT32:
+            raise ConfigurationError(
+                f"Invalid {name} {value!r} for a job of {env.name!r}: use an integer "
+                f"between {-_INT32:,} and {_INT32:,}."
+            )
+    for name, text in (("id", env.id), ("key", env.key), ("dedupe_key", env.dedupe_key)):
+        if text is not None and ("\x00" in text or not 0 < len(text) <= 1000):
+            raise ConfigurationError(
+                f"Invalid {name} {text[:60]!r}... for a job of {env.name!r}: use 1 to 1,000 "
+                "characters, none of them NUL."
+            )
 
 
 _INVALID = object()

@@ -83,3 +83,8 @@ def test_size_limit() -> None:
 def test_garbage_raises_decode_error_only(payload: bytes, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         decode_envelope(payload)
+
+
+def test_a_payload_stored_as_text_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="stored as str, not bytes"):
+        decode_envelope('{"id": "a", "name": "x"}')  # type: ignore[arg-type]

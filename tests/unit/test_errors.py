@@ -47,3 +47,20 @@ def test_duplicate_task_names_are_refused() -> None:
 
         @app.task(name="same")
         def g() -> None: ...
+
+
+async def test_routing_values_no_backend_can_store_are_refused_at_enqueue() -> None:
+    app = App("memory://")
+
+    @app.task(name="t")
+    async def t() -> None: ...
+
+    with pytest.raises(ConfigurationError, match="Invalid priority 1180591620717411303424"):
+        await t.options(priority=2**70).enqueue()
+    with pytest.raises(ConfigurationError, match=r"Invalid key 'a.x00b'.*none of them NUL"):
+        await t.options(key="a\x00b").enqueue()
+    with pytest.raises(ConfigurationError, match="Invalid id"):
+        await t.options(job_id="order\x00-1").enqueue()
+    [stats] = await (await app.broker()).stats(["default"])
+    assert stats.counters.enqueued == 0
+    await app.close()

@@ -126,8 +126,13 @@ def decode_envelope(payload: bytes) -> Envelope:
     Raises:
         DecodeError: the bytes are not a valid envelope of a version this code reads.
     """
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise DecodeError(
+            f"Undecodable envelope: stored as {type(payload).__name__}, not bytes "
+            "(was it written to the broker by hand as text?)"
+        )
     try:
-        codec = codec_for_payload(payload)
+        codec = codec_for_payload(bytes(payload))
         envelope = codec.decode_envelope(payload)
     # RecursionError: msgspec refuses nesting past the interpreter's limit that way.
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError) as exc:

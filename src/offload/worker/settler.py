@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from offload.brokers.base import Bury, ErrorRecord
 from offload.errors import BrokerError, BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Settler:
         self._idle.set()
 
     async def _write(self, batch: list[Settlement]) -> list[bool]:
+        """Write a batch, retrying through outages; isolate what the broker refuses."""
         delay = 0.05
         failures = 0
         while True:
@@ -101,10 +103,45 @@ class Settler:
                     exc,
                     extra={"action": "settle_retry"},
                 )
-            except BrokerError:
+            except BrokerError as exc:
                 failures += 1
-                if failures >= 3:
-                    raise
-                log.exception("broker error while recording outcomes; retrying")
+                if failures >= 2:
+                    return await self._isolate(batch, exc)
+                log.warning("broker error while recording outcomes (%s); retrying once", exc)
             await asyncio.sleep(delay)
             delay = min(self._max_backoff_s, delay * 2)
+
+    async def _isolate(self, batch: list[Settlement], exc: BrokerError) -> list[bool]:
+        """One settlement the broker refuses (a hostile value) must not fail the others, or
+        stop the worker: split the batch until the bad one is alone, then bury it."""
+        if len(batch) == 1:
+            return [await self._refused(batch[0], exc)]
+        half = len(batch) // 2
+        return [*await self._write(batch[:half]), *await self._write(batch[half:])]
+
+    async def _refused(self, settlement: Settlement, exc: BrokerError) -> bool:
+        d = settlement.delivery
+        log.error(
+            "the broker refused the outcome of job %s (%s); dead-lettering it instead",
+            d.job_id,
+            exc,
+            extra={
+                "action": "settle_refused_by_broker",
+                "job_id": d.job_id,
+                "task": d.name,
+                "attempt": d.attempts,
+            },
+        )
+        if isinstance(settlement, Bury) and not settlement.follow_ups:
+            return False  # even a plain burial is refused: the lease runs out, then recovery
+        error = ErrorRecord(
+            reason="outcome_refused",
+            type=type(exc).__name__,
+            message=f"the broker refused this job's outcome: {exc}"[:4000],
+            attempt=d.attempts,
+        )
+        try:
+            return (await self._broker.settle([Bury(d, error)]))[0]
+        except BrokerError:
+            log.exception("the broker refused even the dead-lettering of job %s", d.job_id)
+            return False
