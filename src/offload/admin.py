@@ -249,3 +249,43 @@ def describe_job(rec: JobRecord) -> str:
         lines.append(f"  error (attempt {e.attempt}, {e.reason}) {e.type}: {e.message}")
         lines += ["      " + line for line in e.traceback.rstrip().splitlines()[-12:]]
     return "\n".join(lines)
+
+
+async def wait_for_broker(app: App, timeout_s: float) -> None:
+    """Connect the app, retrying an unreachable broker with backoff for ``timeout_s``.
+
+    A worker often starts beside its Redis or PostgreSQL; it waits for it rather than
+    failing at once, and says so.
+
+    Raises:
+        BrokerUnavailable: the broker did not answer within ``timeout_s`` (the message
+            says how long it waited and what the last error was).
+    """
+    import asyncio
+    import logging
+
+    from offload.errors import BrokerUnavailable
+
+    log = logging.getLogger("offload.worker")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            await app.broker()
+            return
+        except BrokerUnavailable as exc:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise BrokerUnavailable(
+                    f"Gave up after waiting {timeout_s:g}s for the broker to answer: {exc} "
+                    "(--connect-timeout sets how long a starting worker waits)."
+                ) from exc
+            log.warning(
+                "%s Retrying in %.1fs.",
+                exc,
+                min(delay, left),
+                extra={"action": "broker_unavailable"},
+            )
+            await asyncio.sleep(min(delay, left))
+            delay = min(5.0, delay * 2)

@@ -139,3 +139,46 @@ def test_db_migrate_creates_then_leaves_the_schema(app_url_for: object) -> None:
     assert "already up to date" in again.stdout
     memory = run_cli("memory://", "db", "migrate")
     assert "nothing to migrate" in memory.stdout
+
+
+def test_a_worker_started_before_its_broker_waits_for_it(tmp_path: Path) -> None:
+    """Containers start together: the worker retries the broker until it answers."""
+    import shutil
+    import socket
+    import subprocess
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0?prefix=offload-late"
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    worker = start_worker(url, ledger, "-Q", "crash", "--connect-timeout", "60")
+    server = None
+    try:
+        time.sleep(2)
+        assert worker.poll() is None, "the worker waits instead of exiting"
+        server = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        job = _enqueue(url, "crash.work", "--args", "[1, 0]", "--app", APP)
+        assert wait_until(lambda: asyncio.run(_state(url, job)) is JobState.SUCCEEDED, 30)
+    finally:
+        assert stop(worker) == 0
+        if server is not None:
+            server.terminate()
+            server.wait()

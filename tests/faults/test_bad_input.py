@@ -228,7 +228,15 @@ def test_a_worker_on_a_dead_server_or_wrong_url_exits_with_one_clear_line(
 ) -> None:
     """``offload worker`` at start (a running worker's reconnects are G6's tests)."""
     ledger = {"OFFLOAD_FAULTS_LEDGER": str(tmp_path)}
-    out = run_cli(url, "worker", "tests.faults.harness.probe:app", timeout=30, **ledger)
+    out = run_cli(
+        url,
+        "worker",
+        "tests.faults.harness.probe:app",
+        "--connect-timeout",
+        "1",
+        timeout=30,
+        **ledger,
+    )
     text = " ".join(out.stderr.split())
     assert out.returncode == 2, out.stderr
     assert says in text and "Traceback" not in text and "hunter2" not in text

@@ -48,6 +48,12 @@ from offload.logs import setup_logging
 @click.option(
     "--scheduler", is_flag=True, help="Also fire the app's schedules (one worker leads at a time)."
 )
+@click.option(
+    "--connect-timeout",
+    default=30.0,
+    show_default=True,
+    help="At start, wait this long for an unreachable broker (it may be starting too).",
+)
 @broker_option
 @logging_options
 def worker(
@@ -60,6 +66,7 @@ def worker(
     process_pool: int | None,
     burst: bool,
     scheduler: bool,
+    connect_timeout: float,
     broker: str | None,
     log_level: str,
     log_format: str,
@@ -79,6 +86,7 @@ def worker(
 
     async def serve() -> None:
         try:
+            await admin.wait_for_broker(app, connect_timeout)
             await app.run_worker(
                 queues=tuple(queues.split(",")) if queues else tuple(app.served_queues()),
                 concurrency=concurrency,
