@@ -88,17 +88,14 @@ class HandleBackend(Protocol):
 
     async def broker(self) -> Broker:
         """The broker for the running event loop."""
-        ...
 
     @property
     def codec(self) -> Codec:
         """The codec results are written with."""
-        ...
 
     @property
     def portal(self) -> Portal:
         """The portal sync calls run through."""
-        ...
 
 
 class JobHandle(Generic[R]):

@@ -81,15 +81,12 @@ class Trigger(Protocol):
 
     def next_after(self, t: float) -> float:
         """The first fire time strictly after ``t`` (Unix seconds)."""
-        ...
 
     def window_start(self, t: float, n: int) -> float:
         """An instant at or before the ``n``-th fire time before ``t`` (may be earlier)."""
-        ...
 
     def describe(self) -> str:
         """A short human description, e.g. ``cron */5 * * * * (Europe/Berlin)``."""
-        ...
 
 
 # --------------------------------------------------------------------------- cron

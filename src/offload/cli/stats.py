@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import click
@@ -85,10 +86,8 @@ def stats(
                     await asyncio.sleep(interval)
 
     if watch:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             run(live())
-        except KeyboardInterrupt:
-            pass
         return
     url, report = run(measure())
     if as_json:
@@ -135,10 +134,8 @@ def metrics(
                 ready=ready,
             )
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run(go())
-    except KeyboardInterrupt:
-        pass
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import importlib
 import logging
@@ -112,10 +113,8 @@ class _Result:
     def set(self, value: Any, exc: BaseException | None) -> None:
         if self.loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self.loop.call_soon_threadsafe(_resolve, self.fut, value, exc)
-        except RuntimeError:  # loop closed meanwhile
-            pass
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

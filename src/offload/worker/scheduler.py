@@ -83,19 +83,15 @@ class Plan(Protocol):
     @property
     def name(self) -> str:
         """The schedule's unique name."""
-        ...
 
     def next_after(self, t: float) -> float:
         """The first tick strictly after ``t``."""
-        ...
 
     def due(self, through: float, now: float) -> Due:
         """The ticks in ``(through, now]`` to fire, after the misfire policy."""
-        ...
 
     def requests(self, ticks: Sequence[float]) -> list[EnqueueRequest]:
         """The jobs for these ticks (deterministic ids, no queue bound)."""
-        ...
 
 
 def state_key(schedule: str) -> str:

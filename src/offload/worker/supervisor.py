@@ -8,6 +8,7 @@ then SIGKILLs whatever is left after the grace period.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -109,7 +110,5 @@ class Supervisor:
 
 def _send(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        except ProcessLookupError:
-            pass

@@ -428,9 +428,9 @@ class Worker:
                 recovered,
                 extra={"action": "jobs_recovered", "count": recovered},
             )
-        if prune:
-            while await self.broker.prune(1000) >= 1000:
-                pass
+        pruned = 1000 if prune else 0
+        while pruned >= 1000:  # a full batch: there may be more
+            pruned = await self.broker.prune(1000)
         return recovered
 
     # ------------------------------------------------------------------ progress
