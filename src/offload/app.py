@@ -345,21 +345,16 @@ class App:
             **task_options: as for :meth:`task` (``queue``, ``retries``, ``timeout``...).
         """
         trigger = Cron(expr, tz)
-        return _TaskDecorator(
-            self,
+        return self._scheduled(
+            trigger,
             task_options,
-            then=lambda task: add_schedule(
-                self.schedules,
-                task,
-                trigger,
-                name=schedule_name,
-                args=args,
-                kwargs=kwargs,
-                jitter=jitter,
-                misfire=misfire,
-                max_catch_up=max_catch_up,
-                grace=grace,
-            ),
+            name=schedule_name,
+            args=args,
+            kwargs=kwargs,
+            jitter=jitter,
+            misfire=misfire,
+            max_catch_up=max_catch_up,
+            grace=grace,
         )
 
     def every(
@@ -385,21 +380,26 @@ class App:
         for :meth:`cron`.
         """
         trigger = Every(seconds + 60.0 * minutes + 3600.0 * hours)
+        return self._scheduled(
+            trigger,
+            task_options,
+            name=schedule_name,
+            args=args,
+            kwargs=kwargs,
+            jitter=jitter,
+            misfire=misfire,
+            max_catch_up=max_catch_up,
+            grace=grace,
+        )
+
+    def _scheduled(
+        self, trigger: Cron | Every, task_options: Mapping[str, Any], **schedule: Any
+    ) -> _TaskDecorator:
+        """A task decorator that also registers ``trigger`` as the task's schedule."""
         return _TaskDecorator(
             self,
             task_options,
-            then=lambda task: add_schedule(
-                self.schedules,
-                task,
-                trigger,
-                name=schedule_name,
-                args=args,
-                kwargs=kwargs,
-                jitter=jitter,
-                misfire=misfire,
-                max_catch_up=max_catch_up,
-                grace=grace,
-            ),
+            then=lambda task: add_schedule(self.schedules, task, trigger, **schedule),
         )
 
     def on(

@@ -36,48 +36,43 @@ class Codec(Protocol):
         """Decode bytes into an :class:`Envelope`, validating its fields."""
 
 
-class JsonCodec:
+class _MsgspecCodec:
+    """A codec over one of msgspec's formats, with its encoder and decoders built once."""
+
+    name: str
+    _format: Any  # msgspec.json or msgspec.msgpack
+
+    def __init__(self) -> None:
+        from offload.message.envelope import Envelope
+
+        self._encoder = self._format.Encoder()
+        self._decoder = self._format.Decoder()
+        self._envelope_decoder = self._format.Decoder(Envelope)
+
+    def encode(self, value: Any) -> bytes:
+        data: bytes = self._encoder.encode(value)
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        return self._decoder.decode(data)
+
+    def decode_envelope(self, data: bytes) -> Envelope:
+        envelope: Envelope = self._envelope_decoder.decode(data)
+        return envelope
+
+
+class JsonCodec(_MsgspecCodec):
     """JSON through msgspec: datetimes as ISO 8601, bytes as base64, Structs as objects."""
 
     name = "json"
-
-    def __init__(self) -> None:
-        from offload.message.envelope import Envelope
-
-        self._encoder = msgspec.json.Encoder()
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
-        self._envelope_decoder = msgspec.json.Decoder(Envelope)
-
-    def encode(self, value: Any) -> bytes:
-        return self._encoder.encode(value)
-
-    def decode(self, data: bytes) -> Any:
-        return self._decoder.decode(data)
-
-    def decode_envelope(self, data: bytes) -> Envelope:
-        return self._envelope_decoder.decode(data)
+    _format = msgspec.json
 
 
-class MsgpackCodec:
+class MsgpackCodec(_MsgspecCodec):
     """MessagePack through msgspec: compact and fast; not human-readable."""
 
     name = "msgpack"
-
-    def __init__(self) -> None:
-        from offload.message.envelope import Envelope
-
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
-        self._envelope_decoder = msgspec.msgpack.Decoder(Envelope)
-
-    def encode(self, value: Any) -> bytes:
-        return self._encoder.encode(value)
-
-    def decode(self, data: bytes) -> Any:
-        return self._decoder.decode(data)
-
-    def decode_envelope(self, data: bytes) -> Envelope:
-        return self._envelope_decoder.decode(data)
+    _format = msgspec.msgpack
 
 
 _CODECS: dict[str, Codec] = {}
