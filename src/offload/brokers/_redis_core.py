@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rex
 
-from offload.brokers._redis_support import Boundary, Keys, load_scripts, make_client, parse_url
+from offload.brokers._redis_support import Boundary, Keys, Scripts, make_client, parse_url
 from offload.brokers.base import BrokerBase, Capabilities
 from offload.clock import Clock, system_clock
 from offload.errors import BrokerError
@@ -31,6 +31,7 @@ REGISTER_EVERY_S = 60.0
 FENCED = frozenset({"claim", "extend", "settle", "recover", "progress"})
 CONTROL_POOL_SIZE = 16
 MIN_SERVER = (6, 2)
+FUNCTIONS_SERVER = (7, 0)
 
 Call = tuple[str, list[str], list[Any]]
 
@@ -55,7 +56,7 @@ class RedisCore(BrokerBase):
         control = replace(self.settings, max_connections=CONTROL_POOL_SIZE)
         self._control, control_sentinels = make_client(control)
         self._sentinels += control_sentinels
-        self._scripts = load_scripts(self._client)
+        self._scripts = Scripts()
         self._registered: dict[str, float] = {}
         self._opened = False
         self._turn = 0
@@ -74,16 +75,49 @@ class RedisCore(BrokerBase):
                     f"offload needs Redis 6.2 or newer; {self._boundary.where} runs "
                     f"{info.get('redis_version')}. Upgrade the server."
                 )
-            pipe = self._client.pipeline(transaction=False)
-            for script in self._scripts.values():
-                pipe.script_load(script.script)
-            await pipe.execute()
+            await self._load_scripts(version >= FUNCTIONS_SERVER)
         try:
             self._warn_if_not_durable(info)
         except BrokerError:
             await self.close()  # refused (strict=1): leave no connection behind
             raise
         self._opened = True
+
+    @property
+    def script_mode(self) -> str:
+        """``functions`` (one Redis Functions library, FCALL) or ``eval`` (EVALSHA)."""
+        return self._scripts.mode
+
+    async def _load_scripts(self, functions_server: bool) -> None:
+        """Use the Functions library where the server and the user allow it, else EVALSHA."""
+        wanted = self.settings.scripts
+        if wanted != "eval" and functions_server and await self._load_library():
+            self._scripts.functions = True
+            return
+        if wanted == "functions":
+            raise BrokerError(
+                f"Redis at {self._boundary.where} cannot load offload's Functions library "
+                "(it needs Redis 7.0 or newer and a user allowed to run FUNCTION): upgrade "
+                "the server or grant FUNCTION, or drop scripts=functions from the URL."
+            )
+        self._scripts.functions = False
+        pipe = self._client.pipeline(transaction=False)
+        for name in self._scripts.eval_code:
+            pipe.execute_command(*self._scripts.load(name))
+        await pipe.execute()
+
+    async def _load_library(self) -> bool:
+        """Load the Functions library unless the server has it; False if it cannot."""
+        scripts, client = self._scripts, self._client
+        try:
+            if not await client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", scripts.library):  # type: ignore[no-untyped-call]
+                await client.execute_command("FUNCTION", "LOAD", "REPLACE", scripts.library_code)  # type: ignore[no-untyped-call]
+        except rex.ResponseError as exc:
+            if isinstance(exc, rex.NoPermissionError) or str(exc).startswith("unknown command"):
+                log.info("Redis at %s: no Functions (%s); using EVALSHA", self._boundary.where, exc)
+                return False
+            raise
+        return True
 
     async def _info(self) -> dict[str, Any]:
         """INFO server, persistence and memory; empty if an ACL forbids INFO."""
@@ -142,10 +176,23 @@ class RedisCore(BrokerBase):
         return self._control if any(n in FENCED for n in names) else self._client
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """One script call (redis-py loads the script again on NOSCRIPT)."""
+        """One script call."""
         client = self._client_for([name])
         with self._boundary:
-            return await self._scripts[name](keys=keys, args=args, client=client)
+            return await self._call(client, name, keys, args)
+
+    async def _call(
+        self, client: aioredis.Redis, name: str, keys: list[str], args: list[Any]
+    ) -> Any:
+        """Run a script, loading it again if the server lost it (flushed or restarted)."""
+        command = self._scripts.call(name, keys, args)
+        try:
+            return await client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except rex.ResponseError as exc:
+            if not self._scripts.missing(exc):
+                raise
+        await client.execute_command(*self._scripts.load(name))  # type: ignore[no-untyped-call]
+        return await client.execute_command(*command)  # type: ignore[no-untyped-call]
 
     async def _run_many(
         self, calls: list[Call], extra: Iterable[tuple[Any, ...]] = ()
@@ -164,7 +211,7 @@ class RedisCore(BrokerBase):
             for command in commands:
                 pipe.execute_command(*command)
             for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                pipe.execute_command(*self._scripts.call(name, keys, args))
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except BaseException:
@@ -172,8 +219,8 @@ class RedisCore(BrokerBase):
                 raise
             results = replies[len(commands) :]
             for i, (name, keys, args) in enumerate(calls):
-                if isinstance(results[i], rex.NoScriptError):
-                    results[i] = await self._scripts[name](keys=keys, args=args, client=client)
+                if self._scripts.missing(results[i]):
+                    results[i] = await self._call(client, name, keys, args)
             failed = [r for r in (*replies[: len(commands)], *results) if isinstance(r, Exception)]
             if failed:
                 self._registered.clear()  # a registration may be among the failures

@@ -5,7 +5,9 @@ Nothing here knows job semantics; those live in ``redis_lua/*.lua``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -22,14 +24,12 @@ from offload.errors import BrokerError, BrokerUnavailable, ConfigurationError
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from redis.commands.core import AsyncScript
-
 __all__ = [
     "SCRIPTS",
     "Boundary",
     "Keys",
     "RedisSettings",
-    "load_scripts",
+    "Scripts",
     "make_client",
     "parse_url",
     "tag_of",
@@ -37,7 +37,9 @@ __all__ = [
 
 DEFAULT_PREFIX = "offload"
 #: offload's own query parameters; everything else is handed to redis-py.
-OWN_PARAMS = frozenset({"prefix", "strict", "max_connections", "pool_timeout"})
+OWN_PARAMS = frozenset({"prefix", "strict", "max_connections", "pool_timeout", "scripts"})
+#: How scripts are run (``?scripts=``): see Scripts.
+SCRIPT_MODES = ("auto", "functions", "eval")
 #: Defaults for redis-py unless the URL sets them (``?socket_timeout=...``). Blocking
 #: waits are cut into slices shorter than the socket timeout (see ``RedisSettings``).
 POOL_SIZE = 64  # connections per broker; more concurrent calls wait their turn
@@ -91,6 +93,7 @@ class RedisSettings:
     strict: bool = False
     max_connections: int = POOL_SIZE
     pool_timeout_s: float = POOL_TIMEOUT_S
+    scripts: str = "auto"
 
     @property
     def block_slice_s(self) -> float:
@@ -105,7 +108,9 @@ def parse_url(url: str) -> RedisSettings:
     ``?prefix=`` names the key prefix (default ``offload``); ``?strict=1`` makes ``open``
     refuse a server that may lose acknowledged jobs; ``?max_connections=`` (default 64)
     and ``?pool_timeout=`` (seconds, default 30) size the connection pool, whose callers
-    wait for a free connection rather than fail; the other query parameters are
+    wait for a free connection rather than fail; ``?scripts=eval`` runs the scripts by
+    EVALSHA even where Redis Functions are available (``functions`` insists on them;
+    ``auto``, the default, picks at ``open``); the other query parameters are
     redis-py's (``socket_timeout``, ``ssl_cert_reqs``, ...). A Sentinel URL is
     ``redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]``.
     """
@@ -128,21 +133,24 @@ def parse_url(url: str) -> RedisSettings:
             f"Bad max_connections or pool_timeout in {redact_url(url)!r}: use numbers, "
             "e.g. ?max_connections=64&pool_timeout=30."
         ) from None
+    scripts = own.get("scripts", "auto")
+    if scripts not in SCRIPT_MODES:
+        raise ConfigurationError(
+            f"Bad scripts={scripts!r} in {redact_url(url)!r}: use scripts=auto (the "
+            "default), scripts=functions or scripts=eval."
+        )
     client_url = urlunsplit(parts._replace(query=urlencode(rest)))
     if parts.scheme == "redis+sentinel":
         settings = _sentinel_settings(url, parts.netloc, parts.path, prefix, dict(rest))
-        return replace(
-            settings, strict=strict, max_connections=max_connections, pool_timeout_s=pool_timeout_s
-        )
-    _check_db(url, parts.path)
-    return RedisSettings(
-        url=url,
-        prefix=prefix,
-        client_url=client_url,
-        options=dict(rest),
+    else:
+        _check_db(url, parts.path)
+        settings = RedisSettings(url=url, prefix=prefix, client_url=client_url, options=dict(rest))
+    return replace(
+        settings,
         strict=strict,
         max_connections=max_connections,
         pool_timeout_s=pool_timeout_s,
+        scripts=scripts,
     )
 
 
@@ -346,11 +354,64 @@ class Keys:
         return f"{self.prefix}:kv:{key}"
 
 
-def load_scripts(client: aioredis.Redis) -> dict[str, AsyncScript]:
-    """Every script, with lib.lua prepended, registered by SHA (nothing is sent yet)."""
-    folder = importlib.resources.files("offload.brokers") / "redis_lua"
-    lib = (folder / "lib.lua").read_text(encoding="utf-8")
-    return {
-        name: client.register_script(lib + "\n" + (folder / f"{name}.lua").read_text("utf-8"))
-        for name in SCRIPTS
-    }
+def _flags(body: str) -> str:
+    """A script's Functions flags (its ``-- Flags:`` line) as a Lua list."""
+    found = re.search(r"^-- Flags: ([a-z-]+)", body, re.MULTILINE)
+    return f"'{found[1]}'" if found else ""
+
+
+class Scripts:
+    """The scripts of ``redis_lua/``, run one of two ways.
+
+    Each script file is the body of a ``function(KEYS, ARGV)`` wrapped by ``script()`` of
+    lib.lua. ``functions``: every script is a function of one Redis Functions library
+    (Redis >= 7.0), so lib.lua runs once per server, not per call; the library's name,
+    ``offload_<hash of its code>``, keeps two offload versions on one server apart.
+    ``eval`` (Redis 6.2): each script with lib.lua prepended, run by SHA (EVALSHA).
+    """
+
+    def __init__(self) -> None:
+        folder = importlib.resources.files("offload.brokers") / "redis_lua"
+        lib = (folder / "lib.lua").read_text(encoding="utf-8")
+        wrapped = {
+            name: f"script(function(KEYS, ARGV)\n{(folder / f'{name}.lua').read_text('utf-8')}end)"
+            for name in SCRIPTS
+        }
+        digest = hashlib.sha1(lib.encode() + "".join(wrapped.values()).encode()).hexdigest()
+        self.library = f"offload_{digest[:16]}"
+        registrations = [
+            f"redis.register_function{{function_name = '{self.library}_{name}', "
+            f"callback = {body}, flags = {{{_flags(body)}}}}}"
+            for name, body in wrapped.items()
+        ]
+        self.library_code = "\n".join([f"#!lua name={self.library}", lib, *registrations])
+        self.eval_code = {
+            name: f"{lib}\nreturn {body}(KEYS, ARGV)" for name, body in wrapped.items()
+        }
+        self.sha = {
+            name: hashlib.sha1(code.encode()).hexdigest() for name, code in self.eval_code.items()
+        }
+        self.functions = False  # set by the broker's open()
+
+    @property
+    def mode(self) -> str:
+        return "functions" if self.functions else "eval"
+
+    def call(self, name: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """The command that runs script ``name``."""
+        if self.functions:
+            return ("FCALL", f"{self.library}_{name}", len(keys), *keys, *args)
+        return ("EVALSHA", self.sha[name], len(keys), *keys, *args)
+
+    def load(self, name: str) -> tuple[Any, ...]:
+        """The command that (re)loads script ``name`` into the server."""
+        if self.functions:
+            return ("FUNCTION", "LOAD", "REPLACE", self.library_code)
+        return ("SCRIPT", "LOAD", self.eval_code[name])
+
+    @staticmethod
+    def missing(reply: object) -> bool:
+        """True if the reply says the server lacks the script (flushed or restarted)."""
+        return isinstance(reply, rex.NoScriptError) or (
+            isinstance(reply, rex.ResponseError) and str(reply).startswith("Function not found")
+        )

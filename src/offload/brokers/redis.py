@@ -1,9 +1,19 @@
 """The Redis broker: ``redis://host:6379/0``, ``rediss://`` (TLS), ``redis+sentinel://``.
 
 Every state change is one Lua script (``redis_lua/*.lua``; ``lib.lua`` draws the key
-layout and is prepended to each), called by SHA: enqueue, claim, extend and settle take
-a whole batch per call, so a batch costs one round trip whatever its size. Python here
-only packs arguments, routes calls and unpacks replies.
+layout and holds the helpers): enqueue, claim, extend and settle take a whole batch per
+call, so a batch costs one round trip whatever its size. Python here only packs
+arguments, routes calls and unpacks replies.
+
+Scripts: ``open`` picks how they run (``broker.script_mode``). On Redis 7.0 or newer they
+are one Redis Functions library (loaded at ``open`` unless the server has it, called
+with FCALL): lib.lua is defined once per server instead of on every call (some 20-40 µs
+of server time per call). Its name, ``offload_<hash of the code>``, keeps two
+offload versions on one server apart (``FUNCTION DELETE`` an old one once none of its
+processes is left). On Redis 6.2, for a user who may not run FUNCTION, or with
+``?scripts=eval``, each script is sent with lib.lua prepended and called by SHA
+(EVALSHA). Both run the same Lua and pass the same conformance suite; a script the
+server lost (flushed, restarted empty) is loaded again by the call that finds it gone.
 
 URL options (query parameters): ``prefix`` (default ``offload``) starts every key, so
 several applications or test runs can share one database; ``strict=1`` makes ``open``
@@ -119,9 +129,7 @@ class RedisBroker(RedisAdmin):
 
     def __init__(self, url: str, *, clock: Clock = system_clock) -> None:
         super().__init__(url, clock=clock)
-        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(
-            self._enqueue_batch
-        )
+        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(self._enqueue_batch)
 
     # ------------------------------------------------------------------ enqueue
 

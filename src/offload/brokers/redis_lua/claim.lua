@@ -1,4 +1,5 @@
 -- claim.lua: take up to `limit` due jobs of one queue under fresh leases.
+-- Flags: allow-oom (it runs while Redis is over maxmemory, as it did by EVAL: it writes little)
 -- KEYS[1]  the queue's `ready` key
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] queue  ARGV[4] limit  ARGV[5] lease expiry
 -- ARGV[6] worker id  ARGV[7] token base (the i-th job gets base + i)

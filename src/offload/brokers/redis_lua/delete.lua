@@ -1,4 +1,5 @@
 -- delete.lua: delete jobs that are not running, by id or by scanning a queue.
+-- Flags: allow-oom (it frees memory)
 -- KEYS[1]  P:id:<first id>, or the queue's `all` key (routing)
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] 'ids' or 'queue'
 -- ids:   ARGV[4..] job ids                      -> returns {deleted}

@@ -1,4 +1,5 @@
 -- forget_workers.lua: drop workers whose registration expired (by the broker's clock).
+-- Flags: allow-oom (it frees memory)
 -- KEYS[1]  P:{workers}:exp  ZSET worker id -> expires_at
 -- KEYS[2]  P:{workers}:info HASH worker id -> msgpack WorkerInfo
 -- ARGV[1] prefix  ARGV[2] now

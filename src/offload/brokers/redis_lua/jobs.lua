@@ -1,4 +1,5 @@
 -- jobs.lua: read job records by id alone, through the id index.
+-- Flags: allow-oom (it reads; the watch mark is one small field)
 -- KEYS[1]  P:id:<first id> (routing)
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] '1' to watch: mark unfinished jobs so that
 -- finishing them pushes to their notice list P:{t}:n:<id> (wait_job blocks on it)

@@ -1,6 +1,14 @@
--- lib.lua: helpers shared by the offload scripts. Not a script of its own: the broker
--- prepends it to each script body before registering it, so every script starts with
+-- lib.lua: helpers shared by the offload scripts. Not a script of its own: each script
+-- file is the body of a function(KEYS, ARGV) wrapped by script() below, after this file
+-- (see Scripts in _redis_support.py): once per server in a Redis Functions library
+-- (Redis >= 7), or with this file prepended to each script for EVALSHA (Redis 6.2).
+-- Every script is called with
 --   ARGV[1] = key prefix P      ARGV[2] = now (the broker's clock, Unix seconds)
+--
+-- A script's `-- Flags:` line gives its Functions flags. While Redis is over maxmemory
+-- (noeviction) a function without flags is refused whole, as EVAL refuses a script at
+-- its first write that may grow memory; `allow-oom` marks those EVAL let run (they free
+-- memory, or their first write cannot grow it), `no-writes` the read-only ones.
 --
 -- Keys (t = hash tag of a queue: the part after its last '@', so every `group@topic`
 -- queue shares its topic's slot; Q = P:{t}:q:<byte length of queue>:<queue>:):
@@ -33,8 +41,7 @@
 -- per script by flush(): a claim of 100 jobs makes one ZADD, not 100. Nothing reads a
 -- sorted set after writing it in the same script without calling flush() first.
 
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
+local P, NOW, ARGS -- the call's prefix, clock and ARGV: set by begin()
 local EPOCH = 1700000000
 local SAFETY_S = 86400 -- native EXPIRE beyond the clock-driven TTL: a net, never the rule
 local WAKE_CAP = 32
@@ -42,7 +49,7 @@ local FINAL_CODE = {succeeded = 's', dead = 'd', cancelled = 'c'}
 local PENDING = {scheduled = true, queued = true, blocked = true, retrying = true}
 local FLOAT_CTR = {wait_s = true, service_s = true, system_s = true, in_system_enq_s = true}
 
-local ZS, CNT, CTR, SEQ, WAKE = {}, {}, {}, {}, {}
+local ZS, CNT, CTR, SEQ, WAKE -- writes collected for flush()
 
 local function tag_of(q)
   local t = string.match(q, '^.*@(.*)$') or q
@@ -50,16 +57,35 @@ local function tag_of(q)
   return t
 end
 
--- The queue's key base Q and the job/notice base P:{t}:.
-local BASES = {}
+-- The queue's key base Q and the job/notice base P:{t}:, cached for the prefix P (a
+-- library's locals outlive a call; the cache is only ever a cache).
+local BASES, BASES_N = {}, 0
 local function bases(q)
   local b = BASES[q]
   if not b then
+    if BASES_N >= 1000 then BASES, BASES_N = {}, 0 end
     local jb = P .. ':{' .. tag_of(q) .. '}:'
     b = {jb .. 'q:' .. #q .. ':' .. q .. ':', jb}
     BASES[q] = b
+    BASES_N = BASES_N + 1
   end
   return b[1], b[2]
+end
+
+-- A script body as the function Redis calls: it first sets the call's prefix, clock and
+-- arguments and empties the write buffers (in a library they would otherwise hold what a
+-- failed earlier call left), and lets go of the arguments when the body returns.
+local function done(...)
+  ARGS = nil
+  return ...
+end
+local function script(body)
+  return function(keys, argv)
+    if argv[1] ~= P then BASES, BASES_N = {}, 0 end
+    P, NOW, ARGS = argv[1], tonumber(argv[2]), argv
+    ZS, CNT, CTR, SEQ, WAKE = {}, {}, {}, {}, {}
+    return done(body(keys, argv))
+  end
 end
 
 local function zset(key, member, score)
@@ -316,7 +342,7 @@ end
 
 -- Enqueue follow-ups unbounded.
 local function admit_all(reqs)
-  for _, r in ipairs(reqs) do admit(r, ARGV[r[11]], ARGV[r[12]], false) end
+  for _, r in ipairs(reqs) do admit(r, ARGS[r[11]], ARGS[r[12]], false) end
 end
 
 -- A job record as the values of these fields, in this order (job_record in Python).

@@ -1,4 +1,5 @@
 -- list_jobs.lua: one queue's jobs, newest first, filtered by state and task name.
+-- Flags: no-writes (it reads)
 -- KEYS[1]  the queue's `all` key
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] queue  ARGV[4] seq to scan below ('' newest)
 -- ARGV[5] how many matches to return  ARGV[6] state or ''  ARGV[7] name or ''

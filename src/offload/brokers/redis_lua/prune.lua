@@ -1,4 +1,5 @@
 -- prune.lua: delete one queue's final jobs whose TTL (by the broker's clock) has passed.
+-- Flags: allow-oom (it frees memory)
 -- KEYS[1]  the queue's `expiring` key
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] queue  ARGV[4] limit
 -- Touches: Q expiring, all, done, counts; the job hashes, notices and P:id:<id>.

@@ -1,4 +1,5 @@
 -- release_lease.lua: give a named lease up if `owner` holds it.
+-- Flags: allow-oom (it frees memory)
 -- KEYS[1]  P:lease:<name>
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] owner
 -- Returns 1 if released, else 0.

@@ -1,5 +1,6 @@
 -- requeue.lua: move dead or cancelled jobs back to queued with fresh attempts (their
 -- error history is kept).
+-- Flags: allow-oom (it moves jobs; by EVAL its first write, PERSIST, was allowed too)
 -- KEYS[1]  P:id:<first id> (routing)
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3..] job ids
 -- Touches: P:id:<id>, then each job's queue keys and hash.

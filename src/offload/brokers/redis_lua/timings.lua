@@ -1,4 +1,5 @@
 -- timings.lua: one queue's succeeded and dead jobs finished since an instant, newest first.
+-- Flags: no-writes (it reads)
 -- KEYS[1]  the queue's `done` key
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] queue  ARGV[4] since  ARGV[5] limit
 -- Touches: Q done, the job hashes (read only).

@@ -1,4 +1,5 @@
 -- tokens.lua: a token bucket refilled at `rate` per second up to `burst`.
+-- Flags: allow-oom (it rewrites two fields; by EVAL its first write, EXPIRE, was allowed too)
 -- KEYS[1]  P:bucket:<name>  HASH tok (tokens), at (last refill, broker's clock)
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] rate  ARGV[4] burst  ARGV[5] tokens wanted
 -- Returns '0' after taking them, else the seconds until there will be enough (a string).

@@ -1,5 +1,6 @@
 -- trim_topic.lua: drop events beyond the topic's max_events, then those older than its
 -- retention (by the broker's clock).
+-- Flags: allow-oom (it frees memory)
 -- KEYS[1]  the topic's `log` key
 -- ARGV[1] prefix  ARGV[2] now  ARGV[3] topic
 -- Touches: TB meta (read), TB log.
