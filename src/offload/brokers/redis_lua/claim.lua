@@ -7,7 +7,7 @@
 -- Promotes due scheduled/retrying jobs, pops by priority then due time (FIFO by seq),
 -- marks them running with attempts + 1.
 -- Returns {next due time or '', then per job: id, m, payload, attempts, recoveries}.
-local q, limit, lease = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local q, limit, lease = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local worker, base = ARGV[6], tonumber(ARGV[7])
 local qb, jb = bases(q)
 
@@ -41,10 +41,10 @@ for i = 1, #popped, 2 do
     local a = tonumber(v[3] or '0') + 1
     local token = string.format('%d', base + n)
     if v[5] then
-      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW, 'w', worker)
+      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW_S, 'w', worker)
     else
-      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW, 'w', worker,
-        'wd', 1)
+      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW_S,
+        'w', worker, 'wd', 1)
     end
     zset(qb .. 'running', id, lease)
     zset(qb .. 'pend', id, false)
@@ -53,7 +53,7 @@ for i = 1, #popped, 2 do
       ctr(qb, M[1], 'waited', 1)
       ctr(qb, M[1], 'wait_s', math.max(0, NOW - M[13]))
     end
-    local k = #out
+    local k = 1 + 5 * (n - 1)
     out[k + 1] = id
     out[k + 2] = v[1]
     out[k + 3] = v[2]

@@ -41,7 +41,9 @@
 -- per script by flush(): a claim of 100 jobs makes one ZADD, not 100. Nothing reads a
 -- sorted set after writing it in the same script without calling flush() first.
 
-local P, NOW, ARGS -- the call's prefix, clock and ARGV: set by begin()
+-- The call's prefix, clock (a number, and as the caller wrote it: a stored instant is
+-- written as that string, never converted back) and ARGV: set by script().
+local P, NOW, NOW_S, ARGS
 local EPOCH = 1700000000
 local SAFETY_S = 86400 -- native EXPIRE beyond the clock-driven TTL: a net, never the rule
 local WAKE_CAP = 32
@@ -50,6 +52,7 @@ local PENDING = {scheduled = true, queued = true, blocked = true, retrying = tru
 local FLOAT_CTR = {wait_s = true, service_s = true, system_s = true, in_system_enq_s = true}
 
 local ZS, CNT, CTR, SEQ, WAKE -- writes collected for flush()
+local EXP -- per call: ttl -> {expiry instant as a string, safety-net EXPIRE seconds}
 
 local function tag_of(q)
   local t = string.match(q, '^.*@(.*)$') or q
@@ -82,8 +85,8 @@ end
 local function script(body)
   return function(keys, argv)
     if argv[1] ~= P then BASES, BASES_N = {}, 0 end
-    P, NOW, ARGS = argv[1], tonumber(argv[2]), argv
-    ZS, CNT, CTR, SEQ, WAKE = {}, {}, {}, {}, {}
+    P, NOW, NOW_S, ARGS = argv[1], tonumber(argv[2]), argv[2], argv
+    ZS, CNT, CTR, SEQ, WAKE, EXP = {}, {}, {}, {}, {}, {}
     return done(body(keys, argv))
   end
 end
@@ -100,18 +103,21 @@ local function cnt(qb, state, d)
   t[state] = (t[state] or 0) + d
 end
 
+-- Counters by queue, then task name, then field (written as '<field>:<name>').
 local function ctr(qb, name, field, d)
   local t = CTR[qb]
   if not t then t = {}; CTR[qb] = t end
-  local f = field .. ':' .. name
-  t[f] = (t[f] or 0) + d
+  local c = t[name]
+  if not c then c = {}; t[name] = c end
+  c[field] = (c[field] or 0) + d
 end
 
+local PENDING_STATES = {'scheduled', 'queued', 'blocked', 'retrying'}
 local function pending_depth(qb)
-  local v = redis.call('HMGET', qb .. 'counts', 'scheduled', 'queued', 'blocked', 'retrying')
+  local v = redis.call('HMGET', qb .. 'counts', unpack(PENDING_STATES))
   local d = CNT[qb] or {}
   local n = 0
-  for i, s in ipairs({'scheduled', 'queued', 'blocked', 'retrying'}) do
+  for i, s in ipairs(PENDING_STATES) do
     n = n + tonumber(v[i] or '0') + (d[s] or 0)
   end
   return n
@@ -206,12 +212,10 @@ end
 local LOAD = {'s', 't', 'le', 'm', 'st', 'sq', 'wt', 'a', 'rc', 'r', 'w'}
 -- n: how many of LOAD to read (settle's ack needs the first 7 only)
 local function load(jk, n)
-  n = n or #LOAD
-  local v = redis.call('HMGET', jk, unpack(LOAD, 1, n))
-  local f = {}
-  for i = 1, n do f[LOAD[i]] = v[i] end
-  if v[4] then f.M = cmsgpack.unpack(v[4]) end
-  return f
+  local v = redis.call('HMGET', jk, unpack(LOAD, 1, n or #LOAD))
+  -- one constructor: the table is sized once, not grown field by field
+  return {s = v[1], t = v[2], le = v[3], m = v[4], st = v[5], sq = v[6], wt = v[7], a = v[8],
+    rc = v[9], r = v[10], w = v[11], M = v[4] and cmsgpack.unpack(v[4])}
 end
 
 
@@ -273,14 +277,19 @@ local function finish(qb, jb, id, f, state, result)
   leave(qb, id, f)
   local M = f.M
   local ttl = state == 'dead' and M[10] or M[9]
-  local x = NOW + ttl
+  local e = EXP[ttl] -- the jobs of a batch mostly share their TTL: convert it once
+  if not e then
+    e = {string.format('%.17g', NOW + ttl), math.ceil(ttl) + SAFETY_S}
+    EXP[ttl] = e
+  end
+  local x = e[1]
   if result then
-    redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x, 'res', result)
+    redis.call('HSET', jk, 's', state, 'f', NOW_S, 'x', x, 'res', result)
   else
-    redis.call('HSET', jk, 's', state, 'f', NOW, 'x', x)
+    redis.call('HSET', jk, 's', state, 'f', NOW_S, 'x', x)
   end
   zset(qb .. 'expiring', FINAL_CODE[state] .. id, x)
-  if state ~= 'cancelled' and f.st then zset(qb .. 'done', id, NOW) end
+  if state ~= 'cancelled' and f.st then zset(qb .. 'done', id, NOW_S) end
   local enq, name = M[11], M[1]
   ctr(qb, name, 'system_s', NOW - enq)
   ctr(qb, name, 'in_system', -1)
@@ -295,7 +304,7 @@ local function finish(qb, jb, id, f, state, result)
   -- The safety net covers the record (payload, result: the bulk of a job); the small
   -- index entry and sorted-set members go with prune. (An EXPIRE costs as much as a
   -- sorted-set write, so this one is on purpose.)
-  redis.call('EXPIRE', jk, math.ceil(ttl) + SAFETY_S)
+  redis.call('EXPIRE', jk, e[2])
   if f.wt then
     local nk = jb .. 'n:' .. id
     redis.call('RPUSH', nk, 1)
@@ -320,11 +329,12 @@ local function flush()
   end
   CNT = {}
   for qb, t in pairs(CTR) do
-    for f, d in pairs(t) do
-      if FLOAT_CTR[string.match(f, '^[^:]*')] then
-        if d ~= 0 then redis.call('HINCRBYFLOAT', qb .. 'ctr', f, d) end
-      elseif d ~= 0 then
-        redis.call('HINCRBY', qb .. 'ctr', f, d)
+    for name, c in pairs(t) do
+      for field, d in pairs(c) do
+        if d ~= 0 then
+          local op = FLOAT_CTR[field] and 'HINCRBYFLOAT' or 'HINCRBY'
+          redis.call(op, qb .. 'ctr', field .. ':' .. name, d)
+        end
       end
     end
   end
