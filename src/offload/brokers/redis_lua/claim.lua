@@ -11,7 +11,8 @@ local q, limit, lease = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local worker, base = ARGV[6], tonumber(ARGV[7])
 local qb, jb = bases(q)
 
-local due = redis.call('ZRANGEBYSCORE', qb .. 'delayed', '-inf', NOW, 'LIMIT', 0, math.max(limit, 1000))
+local due = redis.call('ZRANGEBYSCORE', qb .. 'delayed', '-inf', NOW_S, 'LIMIT', '0',
+  num(math.max(limit, 1000)))
 for _, id in ipairs(due) do
   local jk = jb .. 'j:' .. id
   local v = redis.call('HMGET', jk, 'm', 'r', 'sq', 's')
@@ -19,7 +20,7 @@ for _, id in ipairs(due) do
   if v[4] then
     local M = cmsgpack.unpack(v[1])
     local run_at = tonumber(v[2] or '') or M[12]
-    zset(qb .. 'ready', ready_member(tonumber(v[3]), id), ready_score(M[3], run_at))
+    zset(qb .. 'ready', ready_member(tonumber(v[3]), id), num(ready_score(M[3], run_at)))
     redis.call('HSET', jk, 's', 'queued')
     cnt(qb, v[4], -1)
     cnt(qb, 'queued', 1)
@@ -29,7 +30,7 @@ if #due > 0 then flush() end
 
 local out = {''}
 local popped = {}
-if limit > 0 then popped = redis.call('ZPOPMIN', qb .. 'ready', limit) end
+if limit > 0 then popped = redis.call('ZPOPMIN', qb .. 'ready', ARGV[4]) end
 local n = 0
 for i = 1, #popped, 2 do
   local id = string.sub(popped[i], 13)
@@ -41,10 +42,11 @@ for i = 1, #popped, 2 do
     local a = tonumber(v[3] or '0') + 1
     local token = string.format('%d', base + n)
     if v[5] then
-      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW_S, 'w', worker)
+      redis.call('HSET', jk, 's', 'running', 'a', num(a), 't', token, 'le', lease, 'st', NOW_S,
+        'w', worker)
     else
-      redis.call('HSET', jk, 's', 'running', 'a', a, 't', token, 'le', lease, 'st', NOW_S,
-        'w', worker, 'wd', 1)
+      redis.call('HSET', jk, 's', 'running', 'a', num(a), 't', token, 'le', lease, 'st', NOW_S,
+        'w', worker, 'wd', '1')
     end
     zset(qb .. 'running', id, lease)
     zset(qb .. 'pend', id, false)
@@ -65,5 +67,5 @@ cnt(qb, 'queued', -n)
 cnt(qb, 'running', n)
 flush()
 if redis.call('ZCARD', qb .. 'ready') == 0 then redis.call('DEL', qb .. 'wake') end
-out[1] = redis.call('ZRANGE', qb .. 'delayed', 0, 0, 'WITHSCORES')[2] or ''
+out[1] = redis.call('ZRANGE', qb .. 'delayed', '0', '0', 'WITHSCORES')[2] or ''
 return out

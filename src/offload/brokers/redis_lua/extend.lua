@@ -4,7 +4,7 @@
 -- ARGV[4] msgpack list of {job id, queue, lease token}
 -- Touches: Q running of each queue; the job hashes.
 -- Returns per delivery: 0 lost, 1 ok, 2 ok and cancel requested.
-local lease = tonumber(ARGV[3])
+local lease = ARGV[3]
 local out = {}
 for i, d in ipairs(cmsgpack.unpack(ARGV[4])) do
   local qb, jb = bases(d[2])

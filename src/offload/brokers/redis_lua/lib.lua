@@ -53,6 +53,21 @@ local FLOAT_CTR = {wait_s = true, service_s = true, system_s = true, in_system_e
 
 local ZS, CNT, CTR, SEQ, WAKE -- writes collected for flush()
 local EXP -- per call: ttl -> {expiry instant as a string, safety-net EXPIRE seconds}
+local NUMS -- per call: a fractional number -> its string (see num)
+
+-- A number as redis.call would write it (%.17g), but cheaper: redis.call formats every
+-- number argument with %.17g, which costs as much as a small command. Integers below
+-- 1e15 are written by %d (the same digits); other numbers once per call.
+local function num(x)
+  if x == math.floor(x) and x < 1e15 and x > -1e15 then return string.format('%d', x) end
+  if x ~= x then return string.format('%.17g', x) end -- NaN: no table key
+  local s = NUMS[x]
+  if not s then
+    s = string.format('%.17g', x)
+    NUMS[x] = s
+  end
+  return s
+end
 
 local function tag_of(q)
   local t = string.match(q, '^.*@(.*)$') or q
@@ -86,7 +101,7 @@ local function script(body)
   return function(keys, argv)
     if argv[1] ~= P then BASES, BASES_N = {}, 0 end
     P, NOW, NOW_S, ARGS = argv[1], tonumber(argv[2]), argv[2], argv
-    ZS, CNT, CTR, SEQ, WAKE, EXP = {}, {}, {}, {}, {}, {}
+    ZS, CNT, CTR, SEQ, WAKE, EXP, NUMS = {}, {}, {}, {}, {}, {}, {}
     return done(body(keys, argv))
   end
 end
@@ -149,7 +164,7 @@ local function place(qb, id, prio, run_at, seq)
     zset(qb .. 'delayed', id, run_at)
     return 'scheduled'
   end
-  zset(qb .. 'ready', ready_member(seq, id), ready_score(prio, run_at))
+  zset(qb .. 'ready', ready_member(seq, id), num(ready_score(prio, run_at)))
   return 'queued'
 end
 
@@ -172,8 +187,8 @@ local function arrive(qb, id, name, enq, seq, state)
   ctr(qb, name, 'enqueued', 1)
   ctr(qb, name, 'in_system', 1)
   ctr(qb, name, 'in_system_enq_s', enq - EPOCH)
-  zset(qb .. 'pend', id, enq)
-  zset(qb .. 'all', id, seq)
+  zset(qb .. 'pend', id, num(enq))
+  zset(qb .. 'all', id, num(seq))
 end
 
 -- Store one request. r is the tuple built by _redis_codec.ArgPack.request:
@@ -202,7 +217,7 @@ local function admit(r, m, payload, bounded)
   end
   local seq = next_seq(qb)
   local state = enter(qb, id, r[7], r[8], r[5], r[6], seq)
-  redis.call('HSET', jb .. 'j:' .. id, 'm', m, 'p', payload, 's', state, 'sq', seq)
+  redis.call('HSET', jb .. 'j:' .. id, 'm', m, 'p', payload, 's', state, 'sq', num(seq))
   if dk then redis.call('HSET', qb .. 'dedupe', dk, id) end
   arrive(qb, id, r[3], r[4], seq, state)
   return 'queued', id, 0
@@ -279,7 +294,7 @@ local function finish(qb, jb, id, f, state, result)
   local ttl = state == 'dead' and M[10] or M[9]
   local e = EXP[ttl] -- the jobs of a batch mostly share their TTL: convert it once
   if not e then
-    e = {string.format('%.17g', NOW + ttl), math.ceil(ttl) + SAFETY_S}
+    e = {num(NOW + ttl), num(math.ceil(ttl) + SAFETY_S)}
     EXP[ttl] = e
   end
   local x = e[1]
@@ -324,7 +339,7 @@ local function flush()
   ZS = {}
   for qb, t in pairs(CNT) do
     for state, d in pairs(t) do
-      if d ~= 0 then redis.call('HINCRBY', qb .. 'counts', state, d) end
+      if d ~= 0 then redis.call('HINCRBY', qb .. 'counts', state, num(d)) end
     end
   end
   CNT = {}
@@ -333,19 +348,19 @@ local function flush()
       for field, d in pairs(c) do
         if d ~= 0 then
           local op = FLOAT_CTR[field] and 'HINCRBYFLOAT' or 'HINCRBY'
-          redis.call(op, qb .. 'ctr', field .. ':' .. name, d)
+          redis.call(op, qb .. 'ctr', field .. ':' .. name, num(d))
         end
       end
     end
   end
   CTR = {}
-  for qb, s in pairs(SEQ) do redis.call('HSET', qb .. 'meta', 'seq', s) end
+  for qb, s in pairs(SEQ) do redis.call('HSET', qb .. 'meta', 'seq', num(s)) end
   SEQ = {}
   for qb, n in pairs(WAKE) do
     local ones = {}
-    for i = 1, math.min(n, WAKE_CAP) do ones[i] = 1 end
+    for i = 1, math.min(n, WAKE_CAP) do ones[i] = '1' end
     redis.call('LPUSH', qb .. 'wake', unpack(ones))
-    redis.call('LTRIM', qb .. 'wake', 0, WAKE_CAP - 1)
+    redis.call('LTRIM', qb .. 'wake', '0', num(WAKE_CAP - 1))
   end
   WAKE = {}
 end

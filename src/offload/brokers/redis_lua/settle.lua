@@ -12,8 +12,8 @@
 local function requeue_later(qb, jb, id, f, jk, run_at, state)
   zset(qb .. 'running', id, false)
   redis.call('HDEL', jk, 't', 'le')
-  redis.call('HSET', jk, 's', state, 'r', run_at)
-  zset(qb .. 'pend', id, f.M[11])
+  redis.call('HSET', jk, 's', state, 'r', num(run_at))
+  zset(qb .. 'pend', id, num(f.M[11]))
   cnt(qb, 'running', -1)
   cnt(qb, state, 1)
 end
@@ -23,15 +23,15 @@ local function apply(s, qb, jb, f)
   local jk = jb .. 'j:' .. id
   local blob = s[6] > 0 and ARGV[s[6]] or nil
   if op == 'l' then
-    redis.call('HSET', jk, 'a', tonumber(f.a) - 1)
+    redis.call('HSET', jk, 'a', num(tonumber(f.a) - 1))
     local run_at = NOW + s[5]
     local state = 'queued'
     if run_at > NOW then state = 'scheduled' end
     WAKE[qb] = (WAKE[qb] or 0) + 1
     if state == 'queued' then
-      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), ready_score(f.M[3], run_at))
+      zset(qb .. 'ready', ready_member(tonumber(f.sq), id), num(ready_score(f.M[3], run_at)))
     else
-      zset(qb .. 'delayed', id, run_at)
+      zset(qb .. 'delayed', id, num(run_at))
     end
     requeue_later(qb, jb, id, f, jk, run_at, state)
     return
@@ -40,7 +40,7 @@ local function apply(s, qb, jb, f)
   if op == 'r' then
     append_error(jk, blob)
     local run_at = NOW + s[5]
-    zset(qb .. 'delayed', id, run_at)
+    zset(qb .. 'delayed', id, num(run_at))
     WAKE[qb] = (WAKE[qb] or 0) + 1
     ctr(qb, f.M[1], 'retried', 1)
     requeue_later(qb, jb, id, f, jk, run_at, 'retrying')
