@@ -18,7 +18,7 @@ for _, id in ipairs(due) do
   local v = redis.call('HMGET', jk, 'm', 'r', 'sq', 's')
   zset(qb .. 'delayed', id, false)
   if v[4] then
-    local M = cmsgpack.unpack(v[1])
+    local M = meta(v[1])
     local run_at = tonumber(v[2] or '') or M[12]
     zset(qb .. 'ready', ready_member(tonumber(v[3]), id), num(ready_score(M[3], run_at)))
     redis.call('HSET', jk, 's', 'queued')
@@ -38,7 +38,7 @@ for i = 1, #popped, 2 do
   local v = redis.call('HMGET', jk, 'm', 'p', 'a', 'rc', 'wd')
   if v[1] then
     n = n + 1
-    local M = cmsgpack.unpack(v[1])
+    local M = meta(v[1])
     local a = tonumber(v[3] or '0') + 1
     local token = string.format('%d', base + n)
     if v[5] then

@@ -223,6 +223,15 @@ local function admit(r, m, payload, bounded)
   return 'queued', id, 0
 end
 
+-- M, the table of a job's m field. Python writes m as a msgpack array of 14 (one byte of
+-- header, 0x9e), whose values decode several times cheaper as a sequence into one table
+-- constructor than as an array that cmsgpack grows field by field. (A Lua-written m with
+-- a nil inside is a map, decoded as before.)
+local function meta(m)
+  if string.byte(m, 1) == 0x9e then return {cmsgpack.unpack(string.sub(m, 2))} end
+  return cmsgpack.unpack(m)
+end
+
 -- The fields a state change needs, as a table (false where absent).
 local LOAD = {'s', 't', 'le', 'm', 'st', 'sq', 'wt', 'a', 'rc', 'r', 'w'}
 -- n: how many of LOAD to read (settle's ack needs the first 7 only)
@@ -230,7 +239,7 @@ local function load(jk, n)
   local v = redis.call('HMGET', jk, unpack(LOAD, 1, n or #LOAD))
   -- one constructor: the table is sized once, not grown field by field
   return {s = v[1], t = v[2], le = v[3], m = v[4], st = v[5], sq = v[6], wt = v[7], a = v[8],
-    rc = v[9], r = v[10], w = v[11], M = v[4] and cmsgpack.unpack(v[4])}
+    rc = v[9], r = v[10], w = v[11], M = v[4] and meta(v[4])}
 end
 
 
@@ -269,7 +278,7 @@ local function free_key(qb, jb, key, held_slot)
     if not nxt then break end
     local njk = jb .. 'j:' .. nxt
     local v = redis.call('HMGET', njk, 'm', 'r', 'sq')
-    local M = cmsgpack.unpack(v[1])
+    local M = meta(v[1])
     if active >= M[5] then break end
     redis.call('LPOP', kb)
     active = active + 1

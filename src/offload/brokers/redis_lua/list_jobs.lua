@@ -21,7 +21,7 @@ while scanned < budget and #out - 1 < want do
     scanned = scanned + 1
     out[1] = ids[i + 1]
     if rec and (state == '' or rec[2] == state)
-        and (name == '' or cmsgpack.unpack(rec[1])[1] == name) then
+        and (name == '' or meta(rec[1])[1] == name) then
       rec[17] = ids[i]
       out[#out + 1] = rec
       if #out - 1 >= want then return out end

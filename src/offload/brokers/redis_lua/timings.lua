@@ -10,7 +10,7 @@ local ids = redis.call('ZREVRANGEBYSCORE', qb .. 'done', '+inf', ARGV[4], 'LIMIT
 for _, id in ipairs(ids) do
   local v = redis.call('HMGET', jb .. 'j:' .. id, 'm', 's', 'st', 'f')
   if v[1] and v[3] and v[4] then
-    local M = cmsgpack.unpack(v[1])
+    local M = meta(v[1])
     local k = #out
     out[k + 1], out[k + 2] = M[1], v[2]
     out[k + 3], out[k + 4] = string.format('%.17g', M[11]), string.format('%.17g', M[13])
