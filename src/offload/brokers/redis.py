@@ -92,7 +92,13 @@ from typing import TYPE_CHECKING, Any
 
 from offload.brokers._coalesce import Coalescer
 from offload.brokers._redis_admin import RedisAdmin
-from offload.brokers._redis_codec import ArgPack, deliveries, job_record, pack_settlement
+from offload.brokers._redis_codec import (
+    ArgPack,
+    deliveries,
+    job_record,
+    pack_settlement,
+    sequence,
+)
 from offload.brokers._redis_support import tag_of
 from offload.brokers.base import EnqueueOutcome, JobState, LeaseState
 from offload.clock import Clock, system_clock
@@ -243,7 +249,7 @@ class RedisBroker(RedisAdmin):
         for idxs in groups:
             pack = ArgPack(self._prefix, now, b"")
             items = [pack_settlement(pack, settlements[i]) for i in idxs]
-            pack.args[2] = pack.encode(items)
+            pack.args[2] = sequence(items)
             for item in items:
                 follow.update(r[1] for r in item[6])
             key = self._keys.queue(settlements[idxs[0]].delivery.queue) + "running"

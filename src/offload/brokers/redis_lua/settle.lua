@@ -1,9 +1,10 @@
 -- settle.lua: record the outcomes of a batch of deliveries, each fenced on its own.
 -- KEYS[1]  the first delivery's queue `running` key (routing)
 -- ARGV[1] prefix  ARGV[2] now
--- ARGV[3] msgpack list of {op, job id, queue, lease token, delay_s, blob index,
---         follow-up request tuples}; op: a ack, r retry, b bury, l release, c cancelled;
---         the blob is the result (ack) or the error record as JSON (others), 0 for none.
+-- ARGV[3] msgpack sequence of rows of 7: op, job id, queue, lease token, delay_s, blob
+--         index, list of follow-up request tuples; op: a ack, r retry, b bury, l release,
+--         c cancelled; the blob is the result (ack) or the error record as JSON (others),
+--         0 for none.
 -- ARGV[4..] blobs and follow-up payloads, referenced by index.
 -- Touches: each delivery's queue keys and job hash; for follow-ups, their queues' keys
 -- and P:id:<id> (in one atomic step with the ack or bury).
@@ -18,13 +19,12 @@ local function requeue_later(qb, jb, id, f, jk, run_at, state)
   cnt(qb, state, 1)
 end
 
-local function apply(s, qb, jb, f)
-  local op, id = s[1], s[2]
+local function apply(op, id, delay, bi, follow, qb, jb, f)
   local jk = jb .. 'j:' .. id
-  local blob = s[6] > 0 and ARGV[s[6]] or nil
+  local blob = bi > 0 and ARGV[bi] or nil
   if op == 'l' then
     redis.call('HSET', jk, 'a', num(tonumber(f.a) - 1))
-    local run_at = NOW + s[5]
+    local run_at = NOW + delay
     local state = 'queued'
     if run_at > NOW then state = 'scheduled' end
     WAKE[qb] = (WAKE[qb] or 0) + 1
@@ -39,33 +39,36 @@ local function apply(s, qb, jb, f)
   ctr(qb, f.M[1], 'service_s', NOW - tonumber(f.st or NOW))
   if op == 'r' then
     append_error(jk, blob)
-    local run_at = NOW + s[5]
+    local run_at = NOW + delay
     zset(qb .. 'delayed', id, num(run_at))
     WAKE[qb] = (WAKE[qb] or 0) + 1
     ctr(qb, f.M[1], 'retried', 1)
     requeue_later(qb, jb, id, f, jk, run_at, 'retrying')
   elseif op == 'a' then
     finish(qb, jb, id, f, 'succeeded', blob)
-    admit_all(s[7])
+    admit_all(follow)
   elseif op == 'b' then
     append_error(jk, blob)
     finish(qb, jb, id, f, 'dead')
-    admit_all(s[7])
+    admit_all(follow)
   else
     if blob then append_error(jk, blob) end
     finish(qb, jb, id, f, 'cancelled')
   end
 end
 
-local out = {}
-for i, s in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local qb, jb = bases(s[3])
-  local f = load(jb .. 'j:' .. s[2], s[1] == 'l' and 11 or 7)
-  if holds(f, s[4]) then
-    apply(s, qb, jb, f)
-    out[i] = 1
+local out, n, rows, pos = {}, 0, ARGV[3], 0
+while pos >= 0 and pos < #rows do
+  local op, id, q, token, delay, bi, follow
+  pos, op, id, q, token, delay, bi, follow = cmsgpack.unpack_limit(rows, 7, pos)
+  local qb, jb = bases(q)
+  local f = load(jb .. 'j:' .. id, op == 'l' and 11 or 7)
+  n = n + 1
+  if holds(f, token) then
+    apply(op, id, delay, bi, follow, qb, jb, f)
+    out[n] = 1
   else
-    out[i] = 0
+    out[n] = 0
   end
 end
 flush()
