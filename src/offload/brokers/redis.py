@@ -151,7 +151,7 @@ class RedisBroker(RedisAdmin):
         calls: list[Call] = []
         for idxs in groups:
             pack = ArgPack(self._prefix, now, b"")
-            pack.args[2] = pack.encode([pack.request(requests[i]) for i in idxs])
+            pack.args[2] = sequence([pack.request(requests[i]) for i in idxs])
             calls.append(
                 ("enqueue", [self._keys.queue(requests[idxs[0]].queue) + "ready"], pack.args)
             )
@@ -228,9 +228,7 @@ class RedisBroker(RedisAdmin):
                 (d.job_id, d.queue, str(d.lease_token)) for d in map(deliveries.__getitem__, idxs)
             ]
             key = self._keys.queue(deliveries[idxs[0]].queue) + "running"
-            calls.append(
-                ("extend", [key], [self._prefix, now_s, repr(expires), ArgPack().encode(rows)])
-            )
+            calls.append(("extend", [key], [self._prefix, now_s, repr(expires), sequence(rows)]))
         out: list[LeaseState] = [LeaseState.LOST] * len(deliveries)
         for idxs, codes in zip(groups, await self._run_many(calls), strict=False):
             for i, code in zip(idxs, codes, strict=False):

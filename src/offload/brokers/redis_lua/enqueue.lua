@@ -1,15 +1,19 @@
 -- enqueue.lua: store a batch of jobs, each request atomic on its own (EnqueueOutcome).
 -- KEYS[1]  the first request's queue `ready` key (routes the call to its slot)
--- ARGV[1]  prefix   ARGV[2] now   ARGV[3] msgpack list of request tuples (see admit)
+-- ARGV[1]  prefix   ARGV[2] now   ARGV[3] msgpack sequence of request tuples' values,
+--          12 per request (see admit)
 -- ARGV[4..] each job's m and payload, referenced by index from its tuple
 -- Touches: the queues' keys (one hash tag per call), P:id:<id> (the id index).
 -- Returns a flat list: status, job id, depth for each request.
-local out = {}
-for _, r in ipairs(cmsgpack.unpack(ARGV[3])) do
-  local status, id, depth = admit(r, ARGV[r[11]], ARGV[r[12]], true)
-  out[#out + 1] = status
-  out[#out + 1] = id
-  out[#out + 1] = depth
+local out, n, rows, pos = {}, 0, ARGV[3], 0
+while pos >= 0 and pos < #rows do
+  local id, q, name, enq, prio, run_at, key, kl, dk, max_depth, mi, pi
+  pos, id, q, name, enq, prio, run_at, key, kl, dk, max_depth, mi, pi =
+    cmsgpack.unpack_limit(rows, 12, pos)
+  local status, job, depth = admit(id, q, name, enq, prio, run_at, key, kl, dk, max_depth,
+    ARGV[mi], ARGV[pi], true)
+  out[n + 1], out[n + 2], out[n + 3] = status, job, depth
+  n = n + 3
 end
 flush()
 return out

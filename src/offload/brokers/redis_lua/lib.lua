@@ -191,16 +191,15 @@ local function arrive(qb, id, name, enq, seq, state)
   zset(qb .. 'all', id, num(seq))
 end
 
--- Store one request. r is the tuple built by _redis_codec.ArgPack.request:
--- {id, queue, name, enqueued_at, priority, run_at, key, key_limit, dedupe_key, max_depth,
---  ARGV index of m, ARGV index of the payload}; m and payload are those strings.
--- Returns status, job id, depth (as EnqueueOutcome).
-local function admit(r, m, payload, bounded)
-  local id, q = r[1], r[2]
+-- Store one request: the values of the tuple built by _redis_codec.ArgPack.request
+-- (id, queue, name, enqueued_at, priority, run_at, key, key_limit, dedupe_key, max_depth,
+-- ARGV index of m, ARGV index of the payload), with m and payload as strings;
+-- `bounded`: refuse it past max_depth. Returns status, job id, depth (as EnqueueOutcome).
+local function admit(id, q, name, enq, prio, run_at, key, kl, dk, max_depth, m, payload,
+                     bounded)
   local ik = P .. ':id:' .. id
   if not redis.call('SET', ik, q, 'NX') then return 'duplicate', id, 0 end
   local qb, jb = bases(q)
-  local dk = r[9]
   if dk then
     local holder = redis.call('HGET', qb .. 'dedupe', dk)
     if holder then
@@ -208,18 +207,18 @@ local function admit(r, m, payload, bounded)
       return 'duplicate', holder, 0
     end
   end
-  if bounded and r[10] then
+  if bounded and max_depth then
     local depth = pending_depth(qb)
-    if depth >= r[10] then
+    if depth >= max_depth then
       redis.call('DEL', ik)
       return 'full', id, depth
     end
   end
   local seq = next_seq(qb)
-  local state = enter(qb, id, r[7], r[8], r[5], r[6], seq)
+  local state = enter(qb, id, key, kl, prio, run_at, seq)
   redis.call('HSET', jb .. 'j:' .. id, 'm', m, 'p', payload, 's', state, 'sq', num(seq))
   if dk then redis.call('HSET', qb .. 'dedupe', dk, id) end
-  arrive(qb, id, r[3], r[4], seq, state)
+  arrive(qb, id, name, enq, seq, state)
   return 'queued', id, 0
 end
 
@@ -376,7 +375,10 @@ end
 
 -- Enqueue follow-ups unbounded.
 local function admit_all(reqs)
-  for _, r in ipairs(reqs) do admit(r, ARGS[r[11]], ARGS[r[12]], false) end
+  for _, r in ipairs(reqs) do
+    admit(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], ARGS[r[11]], ARGS[r[12]],
+      false)
+  end
 end
 
 -- A job record as the values of these fields, in this order (job_record in Python).
@@ -431,5 +433,6 @@ local function deliver(topic, group, spec, id, payload, enq, key, gk, suffix)
   -- a nil (no key, no dedupe key) makes cmsgpack write a map {1: .., 2: ..}: Python reads both
   local m = cmsgpack.pack({topic, 'event', 0, key, 1, nil, spec.a, spec.r, spec.rt, spec.dt, enq,
     enq, enq, queue})
-  admit({id .. ':' .. group .. suffix, queue, topic, enq, 0, enq, key, 1}, m, payload, false)
+  admit(id .. ':' .. group .. suffix, queue, topic, enq, 0, enq, key, 1, nil, nil, m, payload,
+    false)
 end
