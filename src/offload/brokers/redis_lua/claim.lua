@@ -30,9 +30,14 @@ if #due > 0 then flush() end
 
 local out = {''}
 local popped = {}
-if limit > 0 then popped = redis.call('ZPOPMIN', qb .. 'ready', ARGV[4]) end
+if limit > 0 then
+  -- ZPOPMIN, without the scores it would format (%.17g) for the script to parse back
+  local last = num(limit - 1)
+  popped = redis.call('ZRANGE', qb .. 'ready', '0', last)
+  if #popped > 0 then redis.call('ZREMRANGEBYRANK', qb .. 'ready', '0', last) end
+end
 local n = 0
-for i = 1, #popped, 2 do
+for i = 1, #popped do
   local id = string.sub(popped[i], 13)
   local jk = jb .. 'j:' .. id
   local v = redis.call('HMGET', jk, 'm', 'p', 'a', 'rc', 'wd')
