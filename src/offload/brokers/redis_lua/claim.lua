@@ -71,6 +71,9 @@ end
 cnt(qb, 'queued', -n)
 cnt(qb, 'running', n)
 flush()
-if redis.call('ZCARD', qb .. 'ready') == 0 then redis.call('DEL', qb .. 'wake') end
+-- fewer than asked for: the ready set is empty now
+if #popped < limit or redis.call('ZCARD', qb .. 'ready') == 0 then
+  redis.call('DEL', qb .. 'wake')
+end
 out[1] = redis.call('ZRANGE', qb .. 'delayed', '0', '0', 'WITHSCORES')[2] or ''
 return out

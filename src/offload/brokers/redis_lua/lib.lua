@@ -367,8 +367,9 @@ local function flush()
   for qb, n in pairs(WAKE) do
     local ones = {}
     for i = 1, math.min(n, WAKE_CAP) do ones[i] = '1' end
-    redis.call('LPUSH', qb .. 'wake', unpack(ones))
-    redis.call('LTRIM', qb .. 'wake', '0', num(WAKE_CAP - 1))
+    if redis.call('LPUSH', qb .. 'wake', unpack(ones)) > WAKE_CAP then
+      redis.call('LTRIM', qb .. 'wake', '0', num(WAKE_CAP - 1))
+    end
   end
   WAKE = {}
 end
