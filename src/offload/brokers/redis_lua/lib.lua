@@ -54,14 +54,22 @@ local FLOAT_CTR = {wait_s = true, service_s = true, system_s = true, in_system_e
 local ZS, CNT, CTR, SEQ, WAKE -- writes collected for flush()
 local EXP -- per call: ttl -> {expiry instant as a string, safety-net EXPIRE seconds}
 local NUMS -- per call: a fractional number -> its string (see num)
+local SMALL = {} -- 0 .. 1023 -> its string, kept from call to call (counts, attempts)
 
 -- A number as redis.call would write it (%.17g), but cheaper: redis.call formats every
 -- number argument with %.17g, which costs as much as a small command. Integers below
--- 1e15 are written by %d (the same digits); other numbers once per call.
+-- 1e15 are written by %d (the same digits); small ones are kept, fractional ones once
+-- per call.
 local function num(x)
-  if x == math.floor(x) and x < 1e15 and x > -1e15 then return string.format('%d', x) end
+  local s = SMALL[x]
+  if s then return s end
+  if x == math.floor(x) and x < 1e15 and x > -1e15 then
+    s = string.format('%d', x)
+    if x >= 0 and x < 1024 then SMALL[x] = s end
+    return s
+  end
   if x ~= x then return string.format('%.17g', x) end -- NaN: no table key
-  local s = NUMS[x]
+  s = NUMS[x]
   if not s then
     s = string.format('%.17g', x)
     NUMS[x] = s
@@ -182,13 +190,14 @@ local function enter(qb, id, key, kl, prio, run_at, seq)
   return place(qb, id, prio, run_at, seq)
 end
 
+-- seq: the job's seq as a string
 local function arrive(qb, id, name, enq, seq, state)
   cnt(qb, state, 1)
   ctr(qb, name, 'enqueued', 1)
   ctr(qb, name, 'in_system', 1)
   ctr(qb, name, 'in_system_enq_s', enq - EPOCH)
   zset(qb .. 'pend', id, num(enq))
-  zset(qb .. 'all', id, num(seq))
+  zset(qb .. 'all', id, seq)
 end
 
 -- Store one request: the values of the tuple built by _redis_codec.ArgPack.request
@@ -216,9 +225,10 @@ local function admit(id, q, name, enq, prio, run_at, key, kl, dk, max_depth, m, 
   end
   local seq = next_seq(qb)
   local state = enter(qb, id, key, kl, prio, run_at, seq)
-  redis.call('HSET', jb .. 'j:' .. id, 'm', m, 'p', payload, 's', state, 'sq', num(seq))
+  local seq_s = num(seq)
+  redis.call('HSET', jb .. 'j:' .. id, 'm', m, 'p', payload, 's', state, 'sq', seq_s)
   if dk then redis.call('HSET', qb .. 'dedupe', dk, id) end
-  arrive(qb, id, name, enq, seq, state)
+  arrive(qb, id, name, enq, seq_s, state)
   return 'queued', id, 0
 end
 

@@ -33,8 +33,9 @@ for i = 3, #ARGV do
       M[11], M[12], M[13] = NOW, NOW, NOW
       local seq = next_seq(qb)
       local state = enter(qb, id, M[4], M[5], M[3], NOW, seq)
-      redis.call('HSET', jk, 'm', cmsgpack.pack(M), 's', state, 'sq', seq)
-      arrive(qb, id, M[1], NOW, seq, state)
+      local seq_s = num(seq)
+      redis.call('HSET', jk, 'm', cmsgpack.pack(M), 's', state, 'sq', seq_s)
+      arrive(qb, id, M[1], NOW, seq_s, state)
     end
   end
 end
