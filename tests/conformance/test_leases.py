@@ -208,7 +208,9 @@ async def test_progress_is_fenced_and_visible(broker: Broker, clock: FakeClock) 
     assert rec is not None and rec.progress == 0.4
 
 
-async def test_a_recovered_job_keeps_its_place_in_the_queue(broker: Broker, clock: FakeClock) -> None:
+async def test_a_recovered_job_keeps_its_place_in_the_queue(
+    broker: Broker, clock: FakeClock
+) -> None:
     """A job whose worker died goes back where it was, not behind the jobs that arrived
     while it ran: it has already waited its turn once."""
     first = await put(broker)
