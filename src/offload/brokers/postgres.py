@@ -104,9 +104,7 @@ class PostgresBroker(BrokerBase):
             transactional_enqueue=True,
             multi_machine=True,
         )
-        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(
-            self._enqueue_batch
-        )
+        self._enqueues: Coalescer[EnqueueRequest, EnqueueOutcome] = Coalescer(self._enqueue_batch)
         self._sql = Statements(self.schema)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._listener = Listener(self.settings.conninfo, self.schema)
