@@ -115,6 +115,16 @@ async def blocks_the_loop(seconds: float) -> str:
     return "done"
 
 
+@app.task(name="t.longer_again")
+async def longer_again(seconds: float) -> int:
+    """Ends at once on its first run, takes ``seconds`` on every later one."""
+    ledger.append(("longer_again", current_job().attempt))
+    runs = sum(key == "longer_again" for key, _ in ledger)
+    if runs > 1:
+        await asyncio.sleep(seconds)
+    return runs
+
+
 @app.task(name="t.after")
 async def after(value: int) -> None:
     ledger.append(("after", value))

@@ -12,6 +12,7 @@ import pytest
 
 from offload import (
     App,
+    BrokerUnavailable,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -355,3 +356,47 @@ async def test_burst_worker_runs_what_its_last_outcome_enqueued(app: App) -> Non
         await apps.add.options(on_success=apps.after.s()).enqueue(i, 1)
     await app.run_worker(queues=("t",), burst=True, poll_s=0.01)
     assert sorted(v for k, v in apps.ledger if k == "after") == [1, 2, 3, 4, 5]
+
+
+async def test_a_refused_earlier_outcome_leaves_the_jobs_new_run_alone() -> None:
+    """The server goes away after a job ended: its outcome cannot be written, its lease
+    cannot be renewed, it expires, and when the server is back this same worker claims the
+    job again. The first run's outcome is then refused; that must neither drop the new
+    run's lease nor stop it: the job runs twice (the outage explains one re-run), not three
+    times. The memory broker is used on its own: the test stands in for the outage by
+    patching the broker object the worker and its lease keeper share."""
+    apps.app._override = None
+    apps.app.use_broker("memory://refused-earlier-outcome")
+    apps.ledger.clear()
+    broker = await apps.app.broker()
+    real_settle, real_extend = broker.settle, broker.extend
+    outage = asyncio.Event()
+    back = asyncio.Event()
+
+    async def settle(settlements: Any) -> list[bool]:
+        if outage.is_set():  # the first run's outcome waits for the server
+            await back.wait()
+        return await real_settle(settlements)
+
+    async def extend(deliveries: Any, lease_s: float) -> Any:
+        if outage.is_set() and not back.is_set():
+            raise BrokerUnavailable("memory://: the test's outage")
+        return await real_extend(deliveries, lease_s)
+
+    broker.settle = settle  # type: ignore[method-assign]
+    broker.extend = extend  # type: ignore[method-assign]
+    try:
+        async with running(apps.app, lease_s=1.0) as worker:
+            outage.set()
+            job = await apps.longer_again.enqueue(2.5)  # the second run outlives 2 leases
+            runs = lambda: sum(k == "longer_again" for k, _ in apps.ledger)  # noqa: E731
+            deadline = time.monotonic() + 10
+            while runs() < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert runs() == 2, "the expired job was not claimed again"
+            back.set()  # the server is back: the first outcome is refused
+            assert await job.result(timeout=15) == 2
+            assert worker.stats.settle_refused == 1
+        assert runs() == 2, "the new run lost its lease to the earlier run's refusal"
+    finally:
+        await apps.app.close()

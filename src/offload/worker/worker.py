@@ -136,8 +136,12 @@ class Worker:
         self._extra_side_tasks = list(side_tasks)
         self._heartbeat_s = opts.heartbeat_s or opts.lease_s / 3
         self._recover_s = opts.recover_every_s or min(5.0, opts.lease_s / 4)
-        self._held: dict[str, Delivery] = {}
+        # Deliveries whose slot is taken, running or with their outcome being written,
+        # by (job id, lease token): a job recovered and claimed again by this worker while
+        # its earlier run's outcome is still being refused is held twice.
+        self._held: dict[tuple[str, int], Delivery] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, Delivery] = {}  # the delivery each task in _tasks runs
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._closing = False  # set once the side tasks must end
@@ -276,12 +280,17 @@ class Worker:
     def _start(self, d: Delivery) -> None:
         if self._stopping.is_set():
             # Claimed while stopping: hand it straight back.
-            self._held[d.job_id] = d
+            self._held[_held_key(d)] = d
             self.settler.submit(Release(d))
             return
-        self._held[d.job_id] = d
+        if d.job_id in self._tasks:
+            # The broker handed out again a job this worker still runs: that run's lease
+            # is gone (it expired unnoticed), so it stops, and this run goes on.
+            self._interrupt(d.job_id, "lease_lost")
+        self._held[_held_key(d)] = d
         task = asyncio.get_running_loop().create_task(self._run_one(d), name=f"job:{d.job_id}")
         self._tasks[d.job_id] = task
+        self._running[d.job_id] = d
 
     async def _run_one(self, d: Delivery) -> None:
         try:
@@ -299,9 +308,10 @@ class Worker:
             )
             settlement = self.runner.internal_error(d, exc)
         finally:
-            self._tasks.pop(d.job_id, None)
+            if self._running.get(d.job_id) is d:
+                del self._tasks[d.job_id], self._running[d.job_id]
         if settlement is None:
-            self._held.pop(d.job_id, None)
+            self._held.pop(_held_key(d), None)
             self._slot_freed.set()
             self.stats.lost += 1
         else:
@@ -310,7 +320,7 @@ class Worker:
             self.settler.submit(settlement)
 
     def _on_settled(self, settlement: Settlement, ok: bool) -> None:
-        self._held.pop(settlement.delivery.job_id, None)
+        self._held.pop(_held_key(settlement.delivery), None)
         self._slot_freed.set()
         kind = type(settlement).__name__
         self.stats.by_state[kind] = self.stats.by_state.get(kind, 0) + 1
@@ -355,6 +365,10 @@ class Worker:
 
     def _on_lease_states(self, pairs: list[tuple[Delivery, LeaseState]]) -> None:
         for d, state in pairs:
+            if self._running.get(d.job_id) is not d:
+                # Not running (its outcome is being written), or an earlier run of a job
+                # this worker claimed again: the job's current run keeps its lease.
+                continue
             if state is LeaseState.LOST:
                 self._interrupt(d.job_id, "lease_lost")
             elif state is LeaseState.CANCEL_REQUESTED:
@@ -372,7 +386,7 @@ class Worker:
         task = self._tasks.get(job_id)
         if task is None or job_id in self.runner.stop_reasons:
             return
-        held = self._held.get(job_id)
+        held = self._running.get(job_id)
         if why == "lease_lost" and held is not None:
             log.warning(
                 "lost the lease of job %s; abandoning it",
@@ -452,7 +466,7 @@ class Worker:
             with self._progress_lock:
                 batch, self._progress = self._progress, {}
             for job_id, (value, message) in batch.items():
-                d = self._held.get(job_id)
+                d = self._running.get(job_id)
                 if d is not None:
                     with contextlib.suppress(BrokerUnavailable):
                         await self.broker.set_progress(d, value, message)
@@ -504,6 +518,10 @@ class Worker:
             self.stats.failed,
             extra={"action": "worker_stopped"},
         )
+
+
+def _held_key(d: Delivery) -> tuple[str, int]:
+    return (d.job_id, d.lease_token)
 
 
 def _job_extra(action: str, d: Delivery) -> dict[str, Any]:
