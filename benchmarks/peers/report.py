@@ -55,9 +55,9 @@ def _num(v: float | None, digits: int = 0) -> str:
 
 HEAD = (
     f"{'system':<22}{'enq 1/s':>9}{'enq batch/s':>12}{'drain/s':>9}{'CPU µs/job':>11}"
-    f"{'p50 ms':>9}{'p99 ms':>9}{'send p99':>9} | {'drain':>7}{'drain':>8}{'batch':>8}{'p99':>8}"
+    f"{'p50 ms':>9}{'p99 ms':>9}{'send p99':>9} | {'drain':>7}{'drain':>8}{'batch':>8}{'p99':>10}"
 )
-HEAD2 = f"{'':<22}{'':>68}{'ms':>9} | {'÷floor':>7}{'÷peer':>8}{'÷floor':>8}{'÷peer':>8}"
+HEAD2 = f"{'':<22}{'':>68}{'ms':>9} | {'÷floor':>7}{'÷peer':>8}{'÷floor':>8}{'÷peer':>10}"
 
 
 def _line(name: str, r: dict[str, Any], table: dict[str, dict[str, Any]]) -> str:
@@ -71,7 +71,7 @@ def _line(name: str, r: dict[str, Any], table: dict[str, dict[str, Any]]) -> str
         f"{_ratio(r['drain'], _floor(table, b, 'drain')):>7}"
         f"{_ratio(r['drain'], _best(table, b, 'drain', False)):>8}"
         f"{_ratio(r['enqueue_batch'], _floor(table, b, 'enqueue_batch')):>8}"
-        f"{_ratio(r['p99_ms'], _best(table, b, 'p99_ms', True)):>8}"
+        f"{_ratio(r['p99_ms'], _best(table, b, 'p99_ms', True)):>10}"
     )
     return cells + (f"  ({len(r['errors'])} run(s) failed)" if r["errors"] else "")
 
