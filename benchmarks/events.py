@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.throughput import cpu_seconds, fresh_app  # noqa: E402
+from benchmarks.throughput import cpu_seconds, fresh_app, run_namespace  # noqa: E402
 from offload.brokers import open_broker  # noqa: E402
 from offload.brokers.base import group_queue  # noqa: E402
 
@@ -107,8 +107,7 @@ def main() -> None:
     args = p.parse_args()
     rows: dict[str, list[float]] = {}
     for _ in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            url = args.broker or f"sqlite:///{tmp}/events.db"
+        with tempfile.TemporaryDirectory() as tmp, run_namespace(args.broker, tmp, "ev") as url:
             pub1, con1, cpu1 = asyncio.run(one(url, "bench.one", 1, args.events))
             pub5, con5, cpu5 = asyncio.run(one(url, "bench.five", 5, args.events))
             job_cpu = asyncio.run(jobs(url, args.events))

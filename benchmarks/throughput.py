@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +43,46 @@ class Run:
     cpu_us_per_job: float
     lat_p50_ms: float
     lat_p99_ms: float
+
+
+@contextlib.contextmanager
+def run_namespace(base: str | None, tmp: str, name: str) -> Iterator[str]:
+    """A broker URL with nothing in it for one run, removed afterwards: a fresh SQLite
+    file by default; on ``base``, a key prefix (Redis) or schema (PostgreSQL) of its own,
+    so a run never counts an earlier run's jobs."""
+    if base is None:
+        yield f"sqlite:///{tmp}/{name}.db"
+        return
+    parts = urlsplit(base)
+    tag = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    params = dict(parse_qsl(parts.query))
+    if parts.scheme.startswith("redis"):
+        params["prefix"] = tag
+    elif parts.scheme.startswith("postgres"):
+        params["schema"] = tag
+    else:  # sqlite:// or memory://: the URL names its own store
+        yield base
+        return
+    yield urlunsplit(parts._replace(query=urlencode(params)))
+    asyncio.run(_drop(parts, tag))
+
+
+async def _drop(parts: SplitResult, tag: str) -> None:
+    plain = urlunsplit(parts._replace(query=""))
+    if parts.scheme.startswith("redis"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(plain)
+        try:
+            async for key in client.scan_iter(match=f"{tag}*", count=1000):
+                await client.unlink(key)
+        finally:
+            await client.aclose()
+    else:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(plain, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
 
 
 def cpu_seconds(pid: int) -> float:
@@ -158,8 +205,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = []
     for i in range(args.runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            url = args.broker or f"sqlite:///{tmp}/bench.db"
+        with tempfile.TemporaryDirectory() as tmp, run_namespace(args.broker, tmp, "t") as url:
             run = asyncio.run(one_run(url, args.jobs, args.concurrency))
             runs.append(run)
             print(f"run {i + 1}: {run}", file=sys.stderr)
