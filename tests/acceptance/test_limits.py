@@ -20,8 +20,10 @@ JOBS = 500
 RATE = 50.0
 
 
-def start_workers(url: str, ledger: Path, n: int = 2) -> list[subprocess.Popen[bytes]]:
-    cmd = offload_cmd("worker", "tests.acceptance.rateapp:app", "-Q", "rl", "-c", "10")
+def start_workers(
+    url: str, ledger: Path, n: int = 2, concurrency: int = 10
+) -> list[subprocess.Popen[bytes]]:
+    cmd = offload_cmd("worker", "tests.acceptance.rateapp:app", "-Q", "rl", "-c", str(concurrency))
     procs = []
     for i in range(n):
         with (ledger / f"worker-{i}.err").open("wb") as err:
@@ -111,7 +113,9 @@ def test_rate_limit_across_two_worker_processes(url: str, tmp_path: Path) -> Non
 
 @pytest.mark.timeout(120)
 def test_concurrency_limit_across_two_worker_processes(url: str, tmp_path: Path) -> None:
-    procs = start_workers(url, tmp_path)
+    """Two slots per process and a limit of 3: the limit is only reached with jobs running
+    in both processes at once, and never passed though they could run 4."""
+    procs = start_workers(url, tmp_path, concurrency=2)
     try:
         asyncio.run(_run(url, "capped", 30, timeout=60))
     finally:
@@ -122,5 +126,5 @@ def test_concurrency_limit_across_two_worker_processes(url: str, tmp_path: Path)
     for _, step in events:
         running += step
         peak = max(peak, running)
-    assert peak == 3, "at most 3 at once across both processes, and the limit is used"
+    assert peak == 3, "at most 3 at once across both processes (4 slots), and the limit is used"
     assert len({pid for _, _, pid, _ in _ledger(tmp_path)}) == 2
