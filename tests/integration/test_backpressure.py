@@ -9,7 +9,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from offload.brokers import scheme_of
 from offload.tasks import Task
 from offload.worker.worker import Worker
 from tests.backends import BACKENDS, unavailable
+from tests.integration.running import running_worker
 
 PRODUCERS = 20
 BOUND = 100
@@ -66,17 +67,8 @@ async def shops(url: str, n: int, **kw: Any) -> AsyncIterator[list[Shop]]:
             await shop.app.close()
 
 
-@asynccontextmanager
-async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
-    options.setdefault("queues", ("bp",))
-    options.setdefault("poll_s", 0.05)
-    worker = await app.worker(**options)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop(grace_s=0)
-        await asyncio.wait_for(task, 30)
+def running(app: App, **options: Any) -> AbstractAsyncContextManager[Worker]:
+    return running_worker(app, stop_grace_s=0, **{"queues": ("bp",), "poll_s": 0.05, **options})
 
 
 @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from offload import App, JobCancelled, JobHandle, JobState
 from offload.worker.worker import Worker
 from tests.integration import controlapps as ca
+from tests.integration.running import running_worker
 
 
 @pytest.fixture
@@ -26,19 +27,13 @@ async def app(app_url: str) -> AsyncIterator[App]:
         await ca.app.close()
 
 
-@asynccontextmanager
-async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
-    options.setdefault("queues", ("ctl",))
-    options.setdefault("lease_s", 1.5)  # heartbeat every 0.5 s carries cancel requests
-    options.setdefault("poll_s", 0.05)
-    options.setdefault("processes", 2)
-    worker = await app.worker(**options)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop(grace_s=5)
-        await asyncio.wait_for(task, 30)
+def running(app: App, **options: Any) -> AbstractAsyncContextManager[Worker]:
+    # lease 1.5 s: a heartbeat every 0.5 s carries cancel requests
+    return running_worker(
+        app,
+        stop_grace_s=5,
+        **{"queues": ("ctl",), "lease_s": 1.5, "poll_s": 0.05, "processes": 2, **options},
+    )
 
 
 async def until(handle: JobHandle[Any], state: JobState, timeout: float = 20) -> None:

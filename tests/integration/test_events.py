@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from offload import App, ConfigurationError, JobState
 from offload.brokers.base import group_queue
 from offload.worker.worker import Worker
 from tests.integration import event_apps as ev
+from tests.integration.running import running_worker
 
 
 @pytest.fixture
@@ -26,17 +27,8 @@ async def app(app_url: str) -> AsyncIterator[App]:
         await ev.app.close()
 
 
-@asynccontextmanager
-async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
-    options.setdefault("poll_s", 0.05)
-    options.setdefault("lease_s", 10.0)
-    worker = await app.worker(**options)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
+def running(app: App, **options: Any) -> AbstractAsyncContextManager[Worker]:
+    return running_worker(app, **{"poll_s": 0.05, "lease_s": 10.0, **options})
 
 
 async def until(predicate: Any, timeout: float = 30.0) -> None:

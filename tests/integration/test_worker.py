@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from offload import (
 from offload.brokers.base import EnqueueRequest
 from offload.worker.worker import Worker
 from tests.integration import apps
+from tests.integration.running import running_worker
 
 
 @pytest.fixture
@@ -37,18 +38,8 @@ async def app(app_url: str) -> AsyncIterator[App]:
         await apps.app.close()
 
 
-@asynccontextmanager
-async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
-    options.setdefault("queues", ("t",))
-    options.setdefault("lease_s", 5.0)
-    options.setdefault("poll_s", 0.1)
-    worker = await app.worker(**options)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
+def running(app: App, **options: Any) -> AbstractAsyncContextManager[Worker]:
+    return running_worker(app, **{"queues": ("t",), "lease_s": 5.0, "poll_s": 0.1, **options})
 
 
 async def test_results_of_async_and_sync_tasks(app: App) -> None:

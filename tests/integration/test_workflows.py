@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from offload import App, JobCancelled, JobFailed, JobState
 from offload.worker.worker import Worker
 from offload.workflows import WorkflowHandle, chain, chord, group
 from tests.integration import flowapps as fa
+from tests.integration.running import running_worker
 
 
 @pytest.fixture
@@ -27,18 +28,8 @@ async def app(app_url: str) -> AsyncIterator[App]:
         await fa.app.close()
 
 
-@asynccontextmanager
-async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
-    options.setdefault("queues", ("wf",))
-    options.setdefault("lease_s", 5.0)
-    options.setdefault("poll_s", 0.05)
-    worker = await app.worker(**options)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
+def running(app: App, **options: Any) -> AbstractAsyncContextManager[Worker]:
+    return running_worker(app, **{"queues": ("wf",), "lease_s": 5.0, "poll_s": 0.05, **options})
 
 
 async def test_a_chain_passes_each_result_to_the_next(app: App) -> None:
