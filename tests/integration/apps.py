@@ -125,6 +125,17 @@ async def longer_again(seconds: float) -> int:
     return runs
 
 
+@app.task(name="t.shorter_again")
+async def shorter_again(seconds: float) -> int:
+    """Takes ``seconds`` on its first run, ends at once on every later one."""
+    ledger.append(("shorter_again", current_job().attempt))
+    runs = sum(key == "shorter_again" for key, _ in ledger)
+    if runs == 1:
+        await asyncio.sleep(seconds)
+        ledger.append(("shorter_again_first_run_ended", runs))
+    return runs
+
+
 @app.task(name="t.after")
 async def after(value: int) -> None:
     ledger.append(("after", value))

@@ -391,3 +391,34 @@ async def test_a_refused_earlier_outcome_leaves_the_jobs_new_run_alone() -> None
         assert runs() == 2, "the new run lost its lease to the earlier run's refusal"
     finally:
         await apps.app.close()
+
+
+async def test_a_job_handed_back_while_its_expired_run_still_runs_here() -> None:
+    """A run's lease expires unnoticed (renewals fail) and the job is recovered; this same
+    worker claims it again while the first run still runs. The first run is stopped as
+    lease-lost and the new one runs to its end with its own context: the job's result is
+    the second run's, and the first run never finishes."""
+    apps.app._override = None
+    apps.app.use_broker("memory://handed-back-while-running")
+    apps.ledger.clear()
+    broker = await apps.app.broker()
+    real_extend = broker.extend
+    renewals_fail = asyncio.Event()
+
+    async def extend(deliveries: Any, lease_s: float) -> Any:
+        if renewals_fail.is_set():
+            raise BrokerUnavailable("memory://: the test's outage")
+        return await real_extend(deliveries, lease_s)
+
+    broker.extend = extend  # type: ignore[method-assign]
+    try:
+        async with running(apps.app, lease_s=1.0) as worker:
+            renewals_fail.set()
+            job = await apps.shorter_again.enqueue(30.0)
+            assert await job.result(timeout=15) == 2
+            assert worker.stats.lost == 1  # the first run, stopped as lease-lost
+        keys = [k for k, _ in apps.ledger]
+        assert keys.count("shorter_again") == 2
+        assert "shorter_again_first_run_ended" not in keys
+    finally:
+        await apps.app.close()

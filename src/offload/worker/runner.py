@@ -60,6 +60,11 @@ MAX_MESSAGE = 4_000
 FollowUps = Callable[[Envelope, Any, Literal["success", "failure"]], list[EnqueueRequest]]
 
 
+def run_key(d: Delivery) -> tuple[str, int]:
+    """One run of a job: its id and the lease token of the claim that started it."""
+    return (d.job_id, d.lease_token)
+
+
 @dataclass(slots=True)
 class _Target:
     """What a delivery runs: a task, or a subscriber's handler."""
@@ -103,8 +108,10 @@ class Runner:
         self._processes = processes
         self._progress = progress
         self._follow_ups = follow_ups
-        self.stop_reasons: dict[str, StopReason] = {}
-        self.contexts: dict[str, JobContext] = {}
+        # By run_key: a job handed to this worker again while an expired run of it is
+        # still stopping here is two runs, each with its own context and stop reason.
+        self.stop_reasons: dict[tuple[str, int], StopReason] = {}
+        self.contexts: dict[tuple[str, int], JobContext] = {}
         self.rate_gate = RateGate(broker.take_tokens)
 
     async def run(self, d: Delivery) -> Settlement | None:
@@ -118,8 +125,8 @@ class Runner:
         except _Settled as done:
             return done.settlement
         finally:
-            self.stop_reasons.pop(d.job_id, None)
-            self.contexts.pop(d.job_id, None)
+            self.stop_reasons.pop(run_key(d), None)
+            self.contexts.pop(run_key(d), None)
 
     # ------------------------------------------------------------------ steps
 
@@ -207,7 +214,7 @@ class Runner:
             key=env.key,
             _sink=self._progress,
         )
-        self.contexts[d.job_id] = ctx
+        self.contexts[run_key(d)] = ctx
         middleware = self.registry.middleware
         if middleware:
             return await self._execute_wrapped(d, env, target, args, kwargs, ctx, middleware)
@@ -340,7 +347,7 @@ class Runner:
         return Bury(d, error)
 
     def _stopped(self, d: Delivery) -> Settlement | None:
-        why = self.stop_reasons.get(d.job_id, "shutdown")
+        why = self.stop_reasons.get(run_key(d), "shutdown")
         if why == "lease_lost":
             return None  # another worker owns it now; any settlement would be refused
         if why == "cancel_requested":

@@ -38,7 +38,7 @@ from offload.errors import BrokerUnavailable
 from offload.message.codecs import get_codec
 from offload.worker.executors import ProcessPool, ThreadPool
 from offload.worker.heartbeat import LeaseKeeper
-from offload.worker.runner import FollowUps, Runner, StopReason
+from offload.worker.runner import FollowUps, Runner, StopReason, run_key
 from offload.worker.settler import Settler
 
 if TYPE_CHECKING:
@@ -280,14 +280,14 @@ class Worker:
     def _start(self, d: Delivery) -> None:
         if self._stopping.is_set():
             # Claimed while stopping: hand it straight back.
-            self._held[_held_key(d)] = d
+            self._held[run_key(d)] = d
             self.settler.submit(Release(d))
             return
         if d.job_id in self._tasks:
             # The broker handed out again a job this worker still runs: that run's lease
             # is gone (it expired unnoticed), so it stops, and this run goes on.
             self._interrupt(d.job_id, "lease_lost")
-        self._held[_held_key(d)] = d
+        self._held[run_key(d)] = d
         task = asyncio.get_running_loop().create_task(self._run_one(d), name=f"job:{d.job_id}")
         self._tasks[d.job_id] = task
         self._running[d.job_id] = d
@@ -311,7 +311,7 @@ class Worker:
             if self._running.get(d.job_id) is d:
                 del self._tasks[d.job_id], self._running[d.job_id]
         if settlement is None:
-            self._held.pop(_held_key(d), None)
+            self._held.pop(run_key(d), None)
             self._slot_freed.set()
             self.stats.lost += 1
         else:
@@ -320,7 +320,7 @@ class Worker:
             self.settler.submit(settlement)
 
     def _on_settled(self, settlement: Settlement, ok: bool) -> None:
-        self._held.pop(_held_key(settlement.delivery), None)
+        self._held.pop(run_key(settlement.delivery), None)
         self._slot_freed.set()
         kind = type(settlement).__name__
         self.stats.by_state[kind] = self.stats.by_state.get(kind, 0) + 1
@@ -383,20 +383,19 @@ class Worker:
         await self.broker.register_worker(self._info(), ttl_s=self._heartbeat_s * 3 + 5)
 
     def _interrupt(self, job_id: str, why: StopReason) -> None:
-        task = self._tasks.get(job_id)
-        if task is None or job_id in self.runner.stop_reasons:
+        task, held = self._tasks.get(job_id), self._running.get(job_id)
+        if task is None or held is None or run_key(held) in self.runner.stop_reasons:
             return
-        held = self._running.get(job_id)
-        if why == "lease_lost" and held is not None:
+        if why == "lease_lost":
             log.warning(
                 "lost the lease of job %s; abandoning it",
                 job_id,
                 extra=_job_extra("lease_lost", held),
             )
-        ctx = self.runner.contexts.get(job_id)
+        ctx = self.runner.contexts.get(run_key(held))
         if ctx is not None:
             ctx.request_cancel()
-        self.runner.stop_reasons[job_id] = why
+        self.runner.stop_reasons[run_key(held)] = why
         task.cancel()
 
     def _info(self) -> WorkerInfo:
@@ -489,7 +488,7 @@ class Worker:
             _, late = await asyncio.wait(running, timeout=self._grace_s)
             for job_id, task in list(self._tasks.items()):
                 if task in late:
-                    self.runner.stop_reasons.setdefault(job_id, "shutdown")
+                    self.runner.stop_reasons.setdefault(run_key(self._running[job_id]), "shutdown")
                     task.cancel()
             if late:
                 log.warning("releasing %d job(s) still running after the grace period", len(late))
@@ -518,10 +517,6 @@ class Worker:
             self.stats.failed,
             extra={"action": "worker_stopped"},
         )
-
-
-def _held_key(d: Delivery) -> tuple[str, int]:
-    return (d.job_id, d.lease_token)
 
 
 def _job_extra(action: str, d: Delivery) -> dict[str, Any]:
